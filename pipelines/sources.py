@@ -1,0 +1,31 @@
+"""The source entities of a file drop, as CONTRACT.md section 1 defines them."""
+
+from retail_etl.spec import Column, Entity, id_, text
+
+UPDATED_AT = Column("updated_at", "timestamp", required=True)
+
+PRODUCTS = Entity("products", (
+    id_("product_id"), text("product_name"), text("category"), text("subcategory"),
+    text("brand"), Column("unit_price", "decimal", min=0), UPDATED_AT,
+))
+
+CUSTOMERS = Entity("customers", (
+    id_("customer_id"), text("first_name"), text("last_name"), Column("email", "email"),
+    text("segment"), text("city"), text("state"), Column("country", "country"),
+    Column("join_date", "date"), UPDATED_AT,
+))
+
+STORES = Entity("stores", (
+    id_("store_id"), text("store_name"), text("store_type"), text("city"), text("state"),
+    Column("country", "country"), text("manager"), Column("opened_date", "date"), UPDATED_AT,
+))
+
+SALES = Entity("sales", (
+    id_("order_id"), Column("line_number", "int", required=True, min=1),
+    Column("order_ts", "timestamp", required=True),
+    id_("customer_id", required=False), id_("store_id", required=False), id_("product_id"),
+    Column("quantity", "int", required=True, nonzero=True),
+    Column("unit_price", "decimal", required=True, min=0),
+    Column("discount", "decimal", min=0),
+    Column("updated_at", "timestamp"),
+))

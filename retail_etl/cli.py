@@ -1,0 +1,276 @@
+"""The command line: parse, call the engine, render. No SQL or dataframe code here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retail_etl import __version__, console
+from retail_etl.config import load_settings
+from retail_etl.errors import EtlError
+
+app = typer.Typer(
+    name="retail-etl",
+    help="Load retail file drops into a partitioned PostgreSQL star schema.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The local PostgreSQL cluster (the default warehouse).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+_state = {"debug": False}
+
+DsnOpt = Annotated[str | None, typer.Option(
+    "--dsn", help="Warehouse DSN (postgresql://user@host:port/db); default: the local cluster. "
+    "Env: RETAIL_ETL_DSN.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"retail-etl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def handled(fn: Callable) -> Callable:
+    """`Error: <message>` (and a hint) with exit 1 instead of a traceback; --debug shows it."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except EtlError as e:
+            if _state["debug"]:
+                traceback.print_exc()
+            console.error(e.message, e.hint)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.error("interrupted; the run was rolled back")
+            raise typer.Exit(130) from None
+        except Exception as e:  # a bug, not the user's mistake: still one line by default
+            if _state["debug"]:
+                traceback.print_exc()
+            console.error(f"internal error: {type(e).__name__}: {e}".splitlines()[0],
+                          "run again with --debug for the traceback")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _dsn(dsn: str | None) -> str:
+    from retail_etl.db.connect import resolve_dsn
+
+    return resolve_dsn(load_settings(dsn=dsn))
+
+
+@app.command()
+@handled
+def load(
+    source_dir: Annotated[Path, typer.Option("--source-dir", "-s", help="The drop directory.")],
+    dsn: DsnOpt = None,
+    keep_staging: Annotated[bool, typer.Option(help="Keep data/staging/<run> afterwards.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load one file drop (products*, customers*, stores*, sales* as CSV, CSV.gz or Parquet)
+    into the warehouse, in one transaction.
+
+    Example:
+        retail-etl load --source-dir data/raw/drop_001
+    """
+    from retail_etl.flow import load_drop
+
+    settings = load_settings(dsn=dsn, keep_staging=keep_staging or None)
+    run = load_drop(settings, source_dir)
+    summary = run.summary()
+    if as_json:
+        console.out.print_json(json.dumps(summary, default=str))
+    console.info(_summary_line(run))
+
+
+def _summary_line(run) -> str:
+    parts = []
+    for c in run.counts.values():
+        if c.read or c.inferred:
+            extra = f", {c.inferred} inferred" if c.inferred else ""
+            parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} merged, "
+                         f"{c.rejected} rejected, {c.duplicate} duplicates{extra}")
+    return (f"run {run.run_id} ok in {run.seconds:.1f}s; {'; '.join(parts)}; "
+            f"{len(run.partitions)} partitions touched")
+
+
+@app.command()
+@handled
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write drops into.")],
+    lines: Annotated[int, typer.Option(min=1, help="Sales lines over all drops.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 42,
+    drops: Annotated[int, typer.Option(min=1, help="Number of drops (drop_001, ...).")] = 1,
+    clean: Annotated[bool, typer.Option("--clean", help="No dirt: every row obeys the rules.")] = False,
+) -> None:
+    """Generate deterministic synthetic drops in the contract's format, with dirt at known rates.
+
+    Example:
+        retail-etl generate --out data/raw --lines 1000000 --drops 3 --seed 7
+    """
+    from retail_etl.generate.drops import describe, generate_drops
+
+    summary = generate_drops(out, lines, seed, drops, dirt=not clean)
+    console.info(describe(summary))
+
+
+@app.command()
+@handled
+def demo(
+    lines: Annotated[int, typer.Option(min=1000, help="Sales lines to generate.")] = 200_000,
+    drops: Annotated[int, typer.Option(min=1, help="Drops to load one after the other.")] = 3,
+) -> None:
+    """Start the local cluster, generate a few drops, load them in order and show monthly
+    revenue by category.
+
+    Example:
+        retail-etl demo --lines 200000 --drops 3
+    """
+    from retail_etl import queries
+    from retail_etl.db.cluster import Cluster
+    from retail_etl.flow import load_drop
+    from retail_etl.generate.drops import describe, generate_drops
+
+    settings = load_settings()
+    if settings.dsn is None:
+        console.info(f"local cluster: {Cluster(settings.pg_dir).up()}")
+    out = settings.data_dir / "raw" / "demo"
+    summary = generate_drops(out, lines, 42, drops)
+    console.info(describe(summary))
+    for d in summary.drops:
+        run = load_drop(settings, d)
+        console.info(_summary_line(run))
+    dsn = _dsn(None)
+    console.table("Monthly revenue by category (last 3 months)",
+                  *_rows(queries.kpi_monthly_revenue(dsn)))
+
+
+@app.command()
+@handled
+def runs(
+    dsn: DsnOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+    show: Annotated[int | None, typer.Option(help="One run's per-stage breakdown.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs with per-entity rows read, loaded, merged, rejected and duplicates, or one
+    run's stages with --show.
+
+    Example:
+        retail-etl runs --limit 5
+        retail-etl runs --show 12
+    """
+    from retail_etl import queries
+
+    url = _dsn(dsn)
+    df = queries.stages(url, show) if show is not None else queries.runs(url, limit)
+    if show is not None and df.height == 0:
+        raise EtlError(f"no run {show} with recorded stages", hint="see `retail-etl runs`")
+    _render(df, f"Run {show}: stages" if show is not None else "Runs", as_json)
+
+
+@app.command()
+@handled
+def rejects(
+    dsn: DsnOpt = None,
+    run: Annotated[int | None, typer.Option(help="Run id (default: the latest with rejects).")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show quarantined rows: file, line, the rules they broke and the original row.
+
+    Example:
+        retail-etl rejects --run 3 --limit 20
+    """
+    from retail_etl import queries
+
+    _render(queries.rejects(_dsn(dsn), run, limit), "Rejects", as_json)
+
+
+@db_app.command("up")
+@handled
+def db_up() -> None:
+    """Create (once) and start the local cluster in data/pg; print its DSN.
+
+    Example:
+        retail-etl db up
+    """
+    from retail_etl.db.cluster import Cluster
+    from retail_etl.db.connect import apply_schema, connect
+    from retail_etl.config import SQL_DIR
+
+    dsn = Cluster(load_settings().pg_dir).up()
+    conn = connect(dsn)
+    apply_schema(conn, SQL_DIR)
+    conn.close()
+    typer.echo(dsn)
+
+
+@db_app.command("down")
+@handled
+def db_down() -> None:
+    """Stop the local cluster (its data stays in data/pg).
+
+    Example:
+        retail-etl db down
+    """
+    from retail_etl.db.cluster import Cluster
+
+    stopped = Cluster(load_settings().pg_dir).down()
+    console.info("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+@handled
+def db_status() -> None:
+    """Say whether the local cluster runs, and its DSN. Exit 1 when it does not run.
+
+    Example:
+        retail-etl db status
+    """
+    from retail_etl.db.cluster import Cluster
+
+    c = Cluster(load_settings().pg_dir)
+    if not c.is_initialised():
+        console.info(f"no local cluster in {c.root}")
+        raise typer.Exit(1)
+    if not c.is_running():
+        console.info(f"stopped ({c.root})")
+        raise typer.Exit(1)
+    typer.echo(f"running: {c.dsn()}")
+
+
+def _rows(df) -> tuple[None, list[str], list[list]]:
+    return df.columns, [list(r) for r in df.iter_rows()]
+
+
+def _render(df, title: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(df.write_json() + "\n")
+    else:
+        console.table(title, df.columns, [list(r) for r in df.iter_rows()])

@@ -1,0 +1,78 @@
+"""Settings, resolved in one place: flags > environment (RETAIL_ETL_*) > retail_etl.toml > defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from retail_etl.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = PROJECT_ROOT / "sql"
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("RETAIL_ETL_CONFIG", "retail_etl.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETAIL_ETL_", extra="ignore")
+
+    dsn: str | None = Field(None, description="warehouse DSN; default: the local cluster")
+    data_dir: Path = Field(Path("data"), description="raw, staging, rejects, pg/ live here")
+    fiscal_year_start_month: int = Field(2, description="first month of the fiscal year")
+    lock_wait_seconds: float = Field(300.0, description="how long a run waits for another")
+    keep_staging: bool = Field(False, description="keep data/staging/<run> after success")
+    duckdb_threads: int = Field(2, description="DuckDB threads for the as-of lookup")
+    duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
+
+    @field_validator("fiscal_year_start_month")
+    @classmethod
+    def _month(cls, v: int) -> int:
+        if not 1 <= v <= 12:
+            raise ValueError("must be a month number from 1 to 12")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings with the given flags on top (a flag left as None does not override)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"setting {name!r}: {first['msg']}",
+            hint=f"check --{name.replace('_', '-')}, RETAIL_ETL_{name.upper()} or {config_file()}",
+        ) from None
+    except Exception as e:  # a malformed TOML file
+        raise ConfigError(f"cannot read {config_file()}: {e}") from None

@@ -1,0 +1,119 @@
+"""Connections to the warehouse (ADBC), with retries for a server that refuses connections
+and errors that never show a password."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from retail_etl.config import Settings
+from retail_etl.db.cluster import Cluster
+from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable
+
+_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+
+
+def redact(text: str) -> str:
+    """A DSN or message with any password replaced by ***."""
+    text = _PASSWORD.sub(r"\1***\3", text)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.I)
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """--dsn / RETAIL_ETL_DSN / config file, else the local cluster."""
+    if settings.dsn:
+        if not re.match(r"^postgres(ql)?://", settings.dsn):
+            raise ConfigError(
+                f"the DSN {redact(settings.dsn)!r} is not a postgresql:// URL",
+                hint="e.g. --dsn postgresql://user@host:5432/dbname",
+            )
+        return settings.dsn
+    return Cluster(settings.pg_dir).dsn()
+
+
+def _transient(e: Exception) -> bool:
+    msg = str(e)
+    return any(s in msg for s in ("Connection refused", "the database system is starting up",
+                                  "timeout expired", "too many clients"))
+
+
+class _Refused(Exception):
+    pass
+
+
+@retry(
+    retry=retry_if_exception_type(_Refused),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential_jitter(initial=0.5, max=4),
+    reraise=True,
+)
+def _connect_with_retry(dsn: str, autocommit: bool):
+    try:
+        return adbc.connect(dsn, autocommit=autocommit)
+    except adbc_driver_manager.Error as e:
+        if _transient(e):
+            raise _Refused(str(e)) from None
+        raise
+
+
+def connect(dsn: str, *, autocommit: bool = False):
+    """An ADBC DB-API connection in UTC; refused connections are retried with backoff."""
+    try:
+        conn = _connect_with_retry(dsn, autocommit)
+    except (_Refused, adbc_driver_manager.Error) as e:
+        detail = _first_line(str(e))
+        where = redact(dsn)
+        if isinstance(e, _Refused) or "could not translate host" in detail:
+            raise DatabaseUnavailable(
+                f"cannot connect to {where}: {detail}",
+                hint="is the server running? (`retail-etl db up` starts the local one)",
+            ) from None
+        raise DatabaseError(f"cannot connect to {where}: {detail}") from None
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def _first_line(msg: str) -> str:
+    msg = re.sub(r"^(IO|INVALID_ARGUMENT|INTERNAL|UNKNOWN): ", "", msg.strip())
+    msg = msg.replace("[libpq] ", "")
+    return redact(msg.splitlines()[0] if msg else "unknown error")
+
+
+def db_error(e: Exception, what: str) -> DatabaseError:
+    """A database failure as a one-line DatabaseError."""
+    return DatabaseError(f"{what}: {_first_line(str(e))}")
+
+
+def apply_schema(conn, sql_dir: Path) -> None:
+    """Apply sql/schema/*.sql then sql/views/*.sql, in name order, idempotently, in one
+    transaction (serialised by an advisory lock so two first runs don't race)."""
+    files = sorted((sql_dir / "schema").glob("*.sql")) + sorted((sql_dir / "views").glob("*.sql"))
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SELECT pg_advisory_xact_lock(727000001)")
+            for f in files:
+                for stmt in split_sql(f.read_text()):
+                    cur.execute(stmt)
+            conn.commit()
+        except adbc_driver_manager.Error as e:
+            conn.rollback()
+            raise db_error(e, f"cannot apply {f.name}") from None
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements of a DDL file (ADBC prepares each statement, so they go one at a time).
+    A statement ends with `;` at the end of a line; our sql/ files keep to that."""
+    text = re.sub(r"--[^\n]*", "", text)
+    return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", text) if s.strip()]

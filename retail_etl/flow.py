@@ -1,0 +1,304 @@
+"""One run of `retail-etl load`: extract -> validate -> dedup -> (under the warehouse lock,
+in one transaction) SCD2 diff -> as-of lookup -> COPY -> merge -> ledger -> commit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import adbc_driver_manager
+import polars as pl
+
+import pipelines
+from retail_etl import console
+from retail_etl.config import SQL_DIR, Settings
+from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
+from retail_etl.errors import EtlError, LockTimeout
+from retail_etl.extract.files import extract
+from retail_etl.load.copy import copy_temp
+from retail_etl.load.merge import merge_dimension, merge_facts, repoint_facts
+from retail_etl.load.partitions import ensure_dates, ensure_partitions, months
+from retail_etl.run import (
+    Run,
+    mark_killed,
+    open_run,
+    record_failure,
+    record_stages,
+    record_success,
+)
+from retail_etl.spec import DimensionSCD2, FactByPartition
+from retail_etl.transform import dedup, quality, scd2
+from retail_etl.transform.lookup import lookup_keys
+
+LOCK_KEY = 727000002  # the warehouse lock: one run at a time
+
+
+class InjectedFailure(Exception):
+    """Raised by a test hook to prove a failed run leaves the warehouse as it was."""
+
+
+def checkpoint(name: str) -> None:
+    """Test hooks: RETAIL_ETL_FAIL_AT=<name> raises here, RETAIL_ETL_PAUSE_AT=<name> touches
+    RETAIL_ETL_PAUSE_FILE and sleeps (so a test can kill the process mid-run)."""
+    if os.environ.get("RETAIL_ETL_FAIL_AT") == name:
+        raise InjectedFailure(f"failure injected at {name}")
+    if os.environ.get("RETAIL_ETL_PAUSE_AT") == name:
+        Path(os.environ["RETAIL_ETL_PAUSE_FILE"]).touch()
+        time.sleep(600)
+
+
+@dataclass
+class Prepared:
+    """What the file stages produce for the database stages."""
+
+    dims: dict[str, pl.DataFrame]  # dimension name -> incoming versions
+    facts: dict[str, pl.DataFrame]  # fact name -> deduplicated lines
+    rejects: pl.DataFrame
+
+
+def load_drop(settings: Settings, source_dir: Path) -> Run:
+    dsn = resolve_dsn(settings)
+    ledger = connect(dsn, autocommit=True)
+    conn = connect(dsn)
+    try:
+        apply_schema(conn, SQL_DIR)
+        run = open_run(ledger, f"files:{source_dir}", settings.staging_dir)
+        try:
+            with conn.cursor() as cur:
+                _lock(cur, settings.lock_wait_seconds)
+                mark_killed(cur, run.run_id)
+                prepared = prepare(run, source_dir)
+                write(cur, run, prepared, settings)
+                checkpoint("commit")
+                record_success(cur, run)
+            conn.commit()
+        except BaseException as e:
+            _rollback(conn)
+            record_failure(ledger, run, _message(e))
+            if isinstance(e, adbc_driver_manager.Error):
+                raise db_error(e, f"run {run.run_id} failed") from None
+            raise
+        _analyze(ledger, run)
+        if not settings.keep_staging:
+            shutil.rmtree(run.staging, ignore_errors=True)
+        return run
+    finally:
+        conn.close()
+        ledger.close()
+
+
+# ---- file stages: no database -----------------------------------------------------------
+
+
+def prepare(run: Run, source_dir: Path) -> Prepared:
+    entities = pipelines.ENTITIES
+    with run.stage("extract") as st:
+        extracted = extract(source_dir, entities, run.staging / "extract")
+        st["rows"] = sum(x.rows for x in extracted.values())
+    valid: dict[str, pl.DataFrame] = {}
+    rejects = []
+    with run.stage("validate") as st:
+        for entity in entities:
+            ex = extracted[entity.name]
+            counts = run.entity(entity.name)
+            counts.read = ex.rows
+            if not ex.staged:
+                continue
+            good, bad = quality.split(quality.validate(pl.scan_parquet(ex.staged), entity).collect())
+            counts.rejected = bad.height
+            valid[entity.name] = good
+            rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
+        st["rows"] = sum(v.height for v in valid.values())
+    dims, facts = {}, {}
+    with run.stage("dedup") as st:
+        for dim in pipelines.DIMENSIONS:
+            if dim.entity.name in valid:
+                rows = valid[dim.entity.name]
+                versions = dedup.dimension_versions(rows.lazy(), dim).collect()
+                run.entity(dim.entity.name).duplicate = rows.height - versions.height
+                dims[dim.name] = versions.select(
+                    dim.business_key,
+                    *[expr.cast(dim.dtypes.get(a, pl.String)).alias(a)
+                      for a, expr in dim.attributes.items()],
+                    pl.col(dim.valid_from).alias("valid_from"),
+                    "_seq",
+                )
+        for fact in pipelines.FACTS:
+            if fact.entity.name in valid:
+                rows = valid[fact.entity.name]
+                lines = dedup.fact_lines(rows.lazy(), fact).collect()
+                run.entity(fact.entity.name).duplicate = rows.height - lines.height
+                facts[fact.name] = lines
+        st["rows"] = sum(d.height for d in dims.values()) + sum(f.height for f in facts.values())
+    all_rejects = pl.concat(rejects) if rejects else pl.DataFrame()
+    return Prepared(dims, facts, all_rejects)
+
+
+# ---- database stages: one transaction, under the warehouse lock --------------------------
+
+
+def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
+    versions: dict[str, pl.DataFrame] = {}
+    repoint: dict[str, bool] = {}
+    with run.stage("scd2") as st:
+        n = 0
+        for dim in pipelines.DIMENSIONS:
+            res = _dimension(cur, run, dim, p)
+            if res is not None:
+                versions[dim.name] = res.versions
+                repoint[dim.name] = res.repoint.height > 0
+                n += res.upserts.height
+        st["rows"] = n
+    checkpoint("merge:dimensions")
+    for fact in pipelines.FACTS:
+        if fact.name in p.facts:
+            _fact(cur, run, fact, p.facts[fact.name], versions, settings)
+        checkpoint("merge:facts")
+        with run.stage("repoint") as st:
+            st["rows"] = 0
+            for ref in fact.references:
+                if repoint.get(ref.dimension.name):
+                    st["rows"] += repoint_facts(cur, fact, ref.dimension, ref.fact_column,
+                                                run.run_id, f"stg_{ref.dimension.name}")
+    if p.rejects.height:
+        with run.stage("rejects", p.rejects.height):
+            copy_temp(cur.connection, "stg_rejects", p.rejects)
+            cur.execute(f"""
+                INSERT INTO etl.rejects (run_id, entity, file, line, rules, row)
+                SELECT {run.run_id}, entity, file, line, rules, row::jsonb FROM stg_rejects
+            """)
+
+
+def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
+    incoming = p.dims.get(dim.name)
+    referenced = _referenced(dim, p)
+    if incoming is None and referenced.height == 0:
+        return None
+    if incoming is None:
+        incoming = pl.DataFrame(schema={dim.business_key: pl.String,
+                                        **{a: dim.dtypes.get(a, pl.String) for a in dim.attributes},
+                                        "valid_from": pl.Datetime("us", "UTC"), "_seq": pl.Int64})
+    conn = cur.connection
+    ids = pl.concat([incoming.select(dim.business_key), referenced.select(dim.business_key)]).unique()
+    stored = _stored(cur, conn, dim, ids)
+    cur.execute(f"SELECT greatest(max({dim.surrogate_key}), 0) + 1 FROM {dim.table}")
+    next_key = cur.fetchone()[0]
+    res = scd2.diff(dim, incoming, stored, referenced, next_key)
+    stg = f"stg_{dim.name}"
+    copy_temp(conn, f"{stg}_upserts", res.upserts)
+    copy_temp(conn, f"{stg}_deletes", res.deletes)
+    copy_temp(conn, f"{stg}_history", res.history)
+    copy_temp(conn, f"{stg}_repoint", res.repoint)
+    merge_dimension(cur, dim, run.run_id, stg)
+    counts = run.entity(dim.entity.name)
+    counts.loaded, counts.merged, counts.inferred = res.loaded, res.merged, res.inferred
+    return res
+
+
+def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:
+    """[business key, first_seen]: the ids the run's facts use, with their earliest use."""
+    frames = []
+    for fact in pipelines.FACTS:
+        if fact.name not in p.facts:
+            continue
+        for ref in fact.references:
+            if ref.dimension is dim:
+                frames.append(
+                    p.facts[fact.name].lazy()
+                    .filter(pl.col(ref.source_column).is_not_null())
+                    .group_by(pl.col(ref.source_column).alias(dim.business_key))
+                    .agg(first_seen=pl.col(fact.event_ts).min())
+                )
+    if not frames:
+        return pl.DataFrame(schema={dim.business_key: pl.String,
+                                    "first_seen": pl.Datetime("us", "UTC")})
+    return (pl.concat(frames).group_by(dim.business_key)
+            .agg(pl.col("first_seen").min()).collect())
+
+
+def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
+    """The stored versions of the given business keys (valid_to infinity as NULL)."""
+    copy_temp(conn, "stg_ids", ids)
+    B = dim.business_key
+    attrs = [f"d.{a}::text AS {a}" if isinstance(dim.dtypes.get(a), pl.Decimal) else f"d.{a}"
+             for a in dim.attribute_names]
+    cur.execute(f"""
+        SELECT d.{dim.surrogate_key}::bigint AS {dim.surrogate_key}, d.{B}, {', '.join(attrs)},
+               d.valid_from, nullif(d.valid_to, 'infinity') AS valid_to, d.is_inferred
+        FROM {dim.table} d JOIN stg_ids i ON i.{B} = d.{B}
+    """)
+    df = pl.from_arrow(cur.fetch_arrow_table())
+    return df.with_columns(
+        *[pl.col(a).cast(t) for a, t in dim.dtypes.items()],
+        pl.col("valid_from", "valid_to").dt.convert_time_zone("UTC"),
+    )
+
+
+def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
+          versions: dict[str, pl.DataFrame], settings: Settings) -> None:
+    conn = cur.connection
+    with run.stage("lookup", lines.height):
+        keyed = lookup_keys(lines, fact, versions, threads=settings.duckdb_threads,
+                            memory_limit=settings.duckdb_memory_limit)
+        rows = keyed.select(
+            *fact.natural_key,
+            fact.event_ts,
+            pl.col(fact.event_ts).dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"),
+            *[r.fact_column for r in fact.references],
+            *[expr.cast(fact.dtypes[m]).alias(m) for m, expr in fact.measures.items()],
+            fact.version,
+        ).with_columns(pl.col(c).cast(pl.Int32) for c in fact.natural_key if c == "line_number")
+    columns = rows.columns
+    stg = f"stg_{fact.name}"
+    with run.stage("copy", rows.height):
+        copy_temp(conn, stg, rows)
+    with run.stage("merge", rows.height) as st:
+        dates = rows.select(pl.col(fact.event_ts).dt.year().min().alias("lo"),
+                            pl.col(fact.event_ts).dt.year().max().alias("hi")).row(0)
+        ensure_dates(cur, dates[0], dates[1], settings.fiscal_year_start_month, run.run_id)
+        run.partitions += ensure_partitions(cur, fact.table, months(rows["date_key"]))
+        counts = merge_facts(cur, fact, columns, run.run_id, stg)
+        c = run.entity(fact.entity.name)
+        c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
+        st["rows"] = counts.inserted
+
+
+def _lock(cur, wait_seconds: float) -> None:
+    cur.execute(f"SELECT pg_try_advisory_xact_lock({LOCK_KEY})")
+    if cur.fetchone()[0]:
+        return
+    console.info(f"another run holds the warehouse lock; waiting up to {wait_seconds:g}s")
+    try:
+        cur.execute(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'")
+        cur.execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
+        cur.execute("SET LOCAL lock_timeout = 0")
+    except adbc_driver_manager.Error:
+        raise LockTimeout(
+            f"another run still holds the warehouse lock after {wait_seconds:g}s",
+            hint="wait for it to finish (`retail-etl runs`) or raise RETAIL_ETL_LOCK_WAIT_SECONDS",
+        ) from None
+
+
+def _rollback(conn) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # the connection may be gone; the server rolls back on its own
+        pass
+
+
+def _analyze(ledger, run: Run) -> None:
+    """Fresh statistics for what the run wrote (after the commit, in the ledger session)."""
+    with run.stage("analyze"), ledger.cursor() as cur:
+        for table in [d.table for d in pipelines.DIMENSIONS] + run.partitions:
+            cur.execute(f"ANALYZE {table}")
+    with ledger.cursor() as cur:
+        record_stages(cur, run)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, EtlError):
+        return e.message
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"

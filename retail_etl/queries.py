@@ -1,0 +1,59 @@
+"""Read-only questions to the warehouse for the CLI: runs, rejects, KPI views."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from retail_etl.db.connect import connect
+
+
+def _frame(dsn: str, sql: str, params: tuple = ()) -> pl.DataFrame:
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, parameters=params or None)
+            return pl.from_arrow(cur.fetch_arrow_table())
+    finally:
+        conn.close()
+
+
+def runs(dsn: str, limit: int = 20) -> pl.DataFrame:
+    return _frame(dsn, """
+        SELECT r.run_id AS run, r.status, to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started,
+               round(extract(epoch FROM r.ended_at - r.started_at)::numeric, 1)::float8 AS seconds,
+               coalesce(e.entity, left(r.error, 60)) AS entity, e.rows_read AS read,
+               e.rows_loaded AS loaded, e.rows_merged AS merged, e.rows_rejected AS rejected,
+               e.rows_duplicate AS duplicates, e.rows_inferred AS inferred
+        FROM (SELECT * FROM etl.runs ORDER BY run_id DESC LIMIT $1) r
+        LEFT JOIN etl.run_entities e USING (run_id)
+        ORDER BY r.run_id DESC, e.entity
+    """, (limit,))
+
+
+def stages(dsn: str, run_id: int) -> pl.DataFrame:
+    return _frame(dsn, """
+        SELECT stage, rows, round(seconds::numeric, 3)::float8 AS seconds,
+               CASE WHEN seconds > 0 AND rows IS NOT NULL THEN round(rows / seconds) END::bigint AS rows_per_s,
+               round(peak_rss_mb::numeric, 1)::float8 AS peak_rss_mb
+        FROM etl.run_stages WHERE run_id = $1 ORDER BY seq
+    """, (run_id,))
+
+
+def rejects(dsn: str, run_id: int | None, limit: int) -> pl.DataFrame:
+    return _frame(dsn, """
+        SELECT run_id, entity, file, line, array_to_string(rules, ', ') AS rules, row::text AS row
+        FROM etl.rejects
+        WHERE run_id = coalesce($1, (SELECT max(run_id) FROM etl.rejects))
+        ORDER BY entity, file, line LIMIT $2
+    """, (run_id, limit))
+
+
+def kpi_monthly_revenue(dsn: str, limit: int = 24) -> pl.DataFrame:
+    return _frame(dsn, """
+        SELECT year, month, category, order_lines, units, revenue::text AS revenue
+        FROM (SELECT * FROM dw.v_monthly_revenue_by_category v
+              WHERE (year, month) IN (SELECT DISTINCT year, month
+                                      FROM dw.v_monthly_revenue_by_category
+                                      ORDER BY 1 DESC, 2 DESC LIMIT 3)
+              ORDER BY year, month, revenue DESC LIMIT $1) t
+    """, (limit,))

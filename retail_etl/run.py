@@ -1,0 +1,143 @@
+"""The run: the unit of work and of atomicity. It has an id, a staging directory, a row in
+etl.runs (written through its own autocommit connection, so a failed run is recorded even
+though its work is rolled back) and a timer that records rows, seconds and peak memory of
+every stage."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from retail_etl import console
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    rows: int | None
+    peak_rss_mb: float
+
+
+@dataclass
+class EntityCounts:
+    entity: str
+    read: int = 0
+    loaded: int = 0
+    merged: int = 0
+    rejected: int = 0
+    duplicate: int = 0
+    inferred: int = 0
+
+    def balanced(self) -> bool:
+        return self.read == self.loaded + self.merged + self.rejected + self.duplicate
+
+
+@dataclass
+class Run:
+    run_id: int
+    staging: Path
+    stages: list[Stage] = field(default_factory=list)
+    counts: dict[str, EntityCounts] = field(default_factory=dict)
+    partitions: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def stage(self, name: str, rows: int | None = None):
+        """Time a stage; the block may set `box['rows']`."""
+        box: dict = {"rows": rows}
+        t0 = time.perf_counter()
+        with console.status(f"run {self.run_id}: {name}"):
+            yield box
+        self.stages.append(Stage(name, time.perf_counter() - t0, box["rows"], peak_rss_mb()))
+
+    def entity(self, name: str) -> EntityCounts:
+        return self.counts.setdefault(name, EntityCounts(name))
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def summary(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "entities": {k: vars(v) for k, v in self.counts.items()},
+            "partitions": self.partitions,
+            "stages": [vars(s) for s in self.stages],
+        }
+
+
+def open_run(ledger, source: str, staging_root: Path) -> Run:
+    """Insert the run's row (status running) and make its staging directory. Runs left
+    `running` by a killed process are marked `killed` by the next run that holds the lock."""
+    with ledger.cursor() as cur:
+        cur.execute(
+            "INSERT INTO etl.runs (source, ledger_pid) VALUES ($1, pg_backend_pid()) RETURNING run_id", parameters=(source,)
+        )
+        run_id = cur.fetchone()[0]
+        staging = staging_root / f"run_{run_id:06d}"
+        cur.execute("UPDATE etl.runs SET staging_dir = $1 WHERE run_id = $2",
+                    parameters=(str(staging), run_id))
+    staging.mkdir(parents=True, exist_ok=True)
+    return Run(run_id, staging)
+
+
+def record_success(cur, run: Run) -> None:
+    """Inside the run's transaction: the counts, the stages and status ok commit with the data."""
+    for c in run.counts.values():
+        cur.execute(
+            "INSERT INTO etl.run_entities VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            parameters=(run.run_id, c.entity, c.read, c.loaded, c.merged, c.rejected,
+                        c.duplicate, c.inferred),
+        )
+    record_stages(cur, run)
+    cur.execute(
+        "UPDATE etl.runs SET status = 'ok', ended_at = clock_timestamp(), summary = $1::jsonb "
+        "WHERE run_id = $2",
+        parameters=(json.dumps(run.summary()), run.run_id),
+    )
+
+
+def record_stages(cur, run: Run) -> None:
+    if not run.stages:
+        return
+    df = pl.DataFrame({
+        "run_id": [run.run_id] * len(run.stages),
+        "seq": list(range(1, len(run.stages) + 1)),
+        "stage": [s.name for s in run.stages],
+        "rows": [s.rows for s in run.stages],
+        "seconds": [s.seconds for s in run.stages],
+        "peak_rss_mb": [s.peak_rss_mb for s in run.stages],
+    }, schema_overrides={"rows": pl.Int64, "seq": pl.Int32})
+    cur.execute("DELETE FROM etl.run_stages WHERE run_id = $1", parameters=(run.run_id,))
+    cur.adbc_ingest("run_stages", df.to_arrow(), mode="append", db_schema_name="etl")
+
+
+def record_failure(ledger, run: Run, message: str) -> None:
+    with ledger.cursor() as cur:
+        cur.execute(
+            "UPDATE etl.runs SET status = 'failed', ended_at = clock_timestamp(), error = $1 "
+            "WHERE run_id = $2", parameters=(message, run.run_id))
+        try:
+            record_stages(cur, run)
+        except Exception:  # the ledger of a failed run is best effort
+            pass
+
+
+def mark_killed(cur, current_run: int) -> None:
+    """Runs still `running` whose ledger connection is gone were killed."""
+    cur.execute(
+        "UPDATE etl.runs r SET status = 'killed', error = 'the process ended before the run "
+        "committed' WHERE status = 'running' AND run_id <> $1 AND NOT EXISTS "
+        "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.ledger_pid)", parameters=(current_run,))

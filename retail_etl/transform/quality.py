@@ -1,0 +1,94 @@
+"""Validation: parse each cleaned column to its type and check the contract's rules.
+A row that breaks any rule is a reject: the whole original row, its file and line, and
+every rule it broke (rule names are `column:rule`)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from retail_etl.spec import Column, Entity
+from retail_etl.transform import clean
+
+# decimal(12,2): at most 10 integer digits and 2 significant decimals (trailing zeros ok)
+_DECIMAL = r"^[+-]?(\d{1,10}(\.\d{0,2}0*)?|\.\d{1,2}0*)$"
+_INT = r"^[+-]?\d{1,10}$"
+_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def parse_timestamp(c: pl.Expr) -> pl.Expr:
+    """ISO 8601 with or without an offset (without one it is UTC), to UTC microseconds.
+    `2024-03-05`, `2024-03-05 10:00`, `...Z`, `...+0200` are all accepted."""
+    s = (
+        c.str.replace(r"^(\d{4}-\d{2}-\d{2})$", "${1}T00:00:00")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T")
+        .str.replace(r"(T\d{2}:\d{2})([^:\d]|$)", "${1}:00${2}")
+        .str.replace(r"\s*[zZ]$|\s*UTC$", "+00:00")
+        .str.replace(r"(T[\d:.]+)$", "${1}+00:00")
+        .str.replace(r"([+-]\d{2})(\d{2})$", "${1}:${2}")
+        .str.replace(r"([+-]\d{2})$", "${1}:00")
+    )
+    return s.str.to_datetime(_TS_FORMAT, strict=False, time_unit="us", time_zone="UTC")
+
+
+def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
+    """(the parsed value, [(rule name, violated?)]) for one source column."""
+    cleaned = pl.col(col.name)  # already cleaned text (see validate)
+    rules: list[tuple[str, pl.Expr]] = []
+    if col.kind == "decimal":
+        value = pl.when(cleaned.str.contains(_DECIMAL)).then(cleaned).cast(
+            pl.Decimal(12, 2), strict=False)
+        rules.append((f"{col.name}:not_a_decimal_12_2", cleaned.is_not_null() & value.is_null()))
+    elif col.kind == "int":
+        value = pl.when(cleaned.str.contains(_INT)).then(cleaned).cast(pl.Int64, strict=False)
+        value = pl.when(value.abs() < 2**31).then(value)
+        rules.append((f"{col.name}:not_an_integer", cleaned.is_not_null() & value.is_null()))
+    elif col.kind == "date":
+        value = pl.when(cleaned.str.contains(_DATE)).then(cleaned).str.to_date(
+            "%Y-%m-%d", strict=False)
+        rules.append((f"{col.name}:not_a_date", cleaned.is_not_null() & value.is_null()))
+    elif col.kind == "timestamp":
+        value = parse_timestamp(cleaned)
+        rules.append((f"{col.name}:not_a_timestamp", cleaned.is_not_null() & value.is_null()))
+    else:
+        value = cleaned
+    if col.required:
+        rules.append((f"{col.name}:required", cleaned.is_null()))
+    if col.min is not None:
+        rules.append((f"{col.name}:below_{col.min}", value < col.min))
+    if col.nonzero:
+        rules.append((f"{col.name}:zero", value == 0))
+    return value.alias(col.name), rules
+
+
+def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
+    """Cleaned, typed columns plus `_rules` (list of broken rules, empty when valid) and the
+    untouched metadata columns. The raw text stays available as `_raw` (a struct)."""
+    cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(c.name)
+               for c in entity.columns]
+    values, rules = [], []
+    for col in entity.columns:
+        value, col_rules = _column(col)
+        values.append(value)
+        rules += col_rules
+    broken = pl.concat_list(
+        [pl.when(v.fill_null(False)).then(pl.lit(name)) for name, v in rules]
+    ).list.drop_nulls()
+    return (
+        raw.with_columns(_raw=pl.struct(entity.column_names))
+        .with_columns(cleaned)
+        .select(*values, broken.alias("_rules"), "_raw", "_file", "_line", "_seq")
+    )
+
+
+def split(validated: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects)."""
+    bad = validated["_rules"].list.len() > 0
+    valid = validated.filter(~bad).drop("_rules", "_raw", "_file", "_line")
+    rejects = validated.filter(bad).select(
+        file=pl.col("_file"),
+        line=pl.col("_line"),
+        rules=pl.col("_rules"),
+        row=pl.col("_raw").struct.json_encode(),
+    )
+    return valid, rejects

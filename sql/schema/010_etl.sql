@@ -1,0 +1,57 @@
+-- The run ledger: one row per run, per-entity counts, per-stage timings, rejects, watermarks.
+CREATE TABLE IF NOT EXISTS etl.runs (
+    run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    ended_at    timestamptz,
+    status      text NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'ok', 'failed', 'killed')),
+    source      text,
+    staging_dir text,
+    ledger_pid  int,          -- backend of the run's ledger connection: gone = killed
+    error       text,
+    summary     jsonb
+);
+
+-- Conservation, per run and entity: rows_read = loaded + merged + rejected + duplicate.
+CREATE TABLE IF NOT EXISTS etl.run_entities (
+    run_id         bigint NOT NULL REFERENCES etl.runs (run_id) ON DELETE CASCADE,
+    entity         text NOT NULL,
+    rows_read      bigint NOT NULL,
+    rows_loaded    bigint NOT NULL,
+    rows_merged    bigint NOT NULL,
+    rows_rejected  bigint NOT NULL,
+    rows_duplicate bigint NOT NULL,
+    rows_inferred  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, entity),
+    CHECK (rows_read = rows_loaded + rows_merged + rows_rejected + rows_duplicate)
+);
+
+CREATE TABLE IF NOT EXISTS etl.run_stages (
+    run_id       bigint NOT NULL REFERENCES etl.runs (run_id) ON DELETE CASCADE,
+    seq          int NOT NULL,
+    stage        text NOT NULL,
+    rows         bigint,
+    seconds      double precision NOT NULL,
+    peak_rss_mb  double precision,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE IF NOT EXISTS etl.rejects (
+    run_id  bigint NOT NULL REFERENCES etl.runs (run_id) ON DELETE CASCADE,
+    entity  text NOT NULL,
+    file    text NOT NULL,
+    line    bigint NOT NULL,
+    rules   text[] NOT NULL,
+    row     jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejects_run_idx ON etl.rejects (run_id);
+
+-- High-water marks of incremental sources, advanced only by the run that commits.
+CREATE TABLE IF NOT EXISTS etl.watermarks (
+    source     text NOT NULL,
+    entity     text NOT NULL,
+    watermark  timestamptz,
+    tiebreak   text,
+    run_id     bigint REFERENCES etl.runs (run_id),
+    PRIMARY KEY (source, entity)
+);
