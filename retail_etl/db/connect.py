@@ -12,7 +12,7 @@ from tenacity import (
     retry,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from retail_etl.config import Settings
@@ -53,7 +53,7 @@ class _Refused(Exception):
 @retry(
     retry=retry_if_exception_type(_Refused),
     stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(initial=0.5, max=4),
+    wait=wait_random_exponential(multiplier=0.5, max=4),
     reraise=True,
 )
 def _connect_with_retry(dsn: str, autocommit: bool):

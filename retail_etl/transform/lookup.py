@@ -29,6 +29,9 @@ def lookup_keys(
         for i, ref in enumerate(fact.references):
             dim = ref.dimension
             name = f"v{i}"
+            if dim.name not in versions:  # no fact names this dimension: all point to -1
+                select.append(f"-1::INTEGER AS {ref.fact_column}")
+                continue
             con.register(name, versions[dim.name].to_arrow())
             joins.append(
                 f"ASOF LEFT JOIN {name} ON f.{ref.source_column} = {name}.{dim.business_key}"

@@ -1,0 +1,16 @@
+# retail-etl tasks. `pip install -e '.[dev]'` installs `just` itself (rust-just).
+
+# Start the local cluster, generate drops, load them, show a KPI table.
+demo:
+    retail-etl demo
+
+# The whole test suite against a real PostgreSQL started by the fixtures.
+test:
+    python3 -m pytest -q -p no:cacheprovider
+
+lint:
+    ruff check retail_etl pipelines tests benchmarks
+
+# The benchmark suite (volumes and references; see benchmarks/README.md).
+bench *ARGS:
+    python3 -m benchmarks.run {{ARGS}}

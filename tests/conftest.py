@@ -1,0 +1,53 @@
+"""Fixtures: a real PostgreSQL server, started once per test session (per xdist worker) in a
+temporary directory by the product's own cluster manager, and a fresh warehouse database
+per test, cloned from a template that has the schema."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from retail_etl.config import SQL_DIR, Settings
+from retail_etl.db.cluster import Cluster
+from retail_etl.db.connect import apply_schema, connect
+
+TEMPLATE = "retail_template"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    root = Path(tempfile.mkdtemp(prefix="retail-etl-test-"))
+    root.chmod(0o755)  # the server account must reach it
+    c = Cluster(root / "pg")
+    c.up()
+    c.create_database(TEMPLATE)
+    conn = connect(c.dsn(TEMPLATE))
+    apply_schema(conn, SQL_DIR)
+    conn.close()
+    yield c
+    c.down()
+
+
+@pytest.fixture
+def dsn(cluster):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield cluster.create_database(name, template=TEMPLATE)
+    cluster._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(dsn, tmp_path) -> Settings:
+    return Settings(dsn=dsn, data_dir=tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _no_config_file(monkeypatch, tmp_path):
+    """Tests never read a developer's retail_etl.toml or RETAIL_ETL_* variables."""
+    for k in list(os.environ):
+        if k.startswith("RETAIL_ETL_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("RETAIL_ETL_CONFIG", str(tmp_path / "absent.toml"))

@@ -1,0 +1,73 @@
+"""Test helpers: write drops from literal rows, read warehouse tables as frames."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import polars as pl
+
+from retail_etl.config import Settings
+from retail_etl.db.connect import connect
+from retail_etl.flow import load_drop
+
+HEADERS = {
+    "products": "product_id,product_name,category,subcategory,brand,unit_price,updated_at",
+    "customers": "customer_id,first_name,last_name,email,segment,city,state,country,join_date,updated_at",
+    "stores": "store_id,store_name,store_type,city,state,country,manager,opened_date,updated_at",
+    "sales": "order_id,line_number,order_ts,customer_id,store_id,product_id,quantity,unit_price,discount,updated_at",
+}
+
+
+def write_drop(directory: Path, **files: list[list] | str) -> Path:
+    """write_drop(dir, products=[[...], ...], sales_2024_01=[[...]]): one CSV per keyword,
+    with the contract's header for the entity the name starts with. A string is written as is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        path = directory / f"{name}.csv"
+        if isinstance(rows, str):
+            path.write_text(rows)
+            continue
+        entity = next(e for e in HEADERS if name.startswith(e))
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(HEADERS[entity].split(","))
+            for r in rows:
+                w.writerow(["" if v is None else v for v in r])
+    return directory
+
+
+def load(settings: Settings, directory: Path):
+    return load_drop(settings, directory)
+
+
+def query(dsn: str, sql: str) -> pl.DataFrame:
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return pl.from_arrow(cur.fetch_arrow_table())
+    finally:
+        conn.close()
+
+
+def rows(dsn: str, sql: str) -> list[tuple]:
+    return [tuple(r) for r in query(dsn, sql).iter_rows()]
+
+
+def dim(dsn: str, table: str, cols: str) -> list[tuple]:
+    """A dimension's versions without the unknown member, ordered by id and valid_from;
+    valid_to 'infinity' reads as None."""
+    bk = {"product": "product_id", "customer": "customer_id", "store": "store_id"}[table]
+    return rows(dsn, f"""
+        SELECT {cols} FROM (SELECT *, nullif(valid_to, 'infinity') AS vt FROM dw.dim_{table}) d
+        WHERE {bk} IS NOT NULL ORDER BY {bk}, valid_from""")
+
+
+def checksum(dsn: str) -> dict[str, str]:
+    """md5 of every warehouse table's full content (run ids included)."""
+    out = {}
+    for t in ("dim_date", "dim_product", "dim_customer", "dim_store", "fact_sales"):
+        out[t] = rows(dsn, f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+                           f"FROM dw.{t} x")[0][0]
+    return out
