@@ -23,9 +23,9 @@ FACT_SALES = FactByPartition(
         "unit_price": pl.col("unit_price"),
         "discount": pl.col("discount").fill_null(0),
         # exact: integer x decimal(12,2) - decimal(12,2), never float
-        "total_amount": (pl.col("quantity").cast(pl.Decimal(14, 0)) * pl.col("unit_price")
-                         - pl.col("discount").fill_null(0)).cast(pl.Decimal(14, 2)),
+        "total_amount": (pl.col("quantity").cast(pl.Decimal(22, 0)) * pl.col("unit_price")
+                         - pl.col("discount").fill_null(0)).cast(pl.Decimal(22, 2)),
     },
     dtypes={"quantity": pl.Int32, "unit_price": pl.Decimal(12, 2),
-            "discount": pl.Decimal(12, 2), "total_amount": pl.Decimal(14, 2)},
+            "discount": pl.Decimal(12, 2), "total_amount": pl.Decimal(22, 2)},
 )

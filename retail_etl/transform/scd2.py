@@ -139,7 +139,7 @@ def diff(
         untouched.select(B, pl.col(K).cast(pl.Int64), lookup_from.alias("lookup_from")),
     ])
     return Scd2Result(
-        history=history.select(out_cols, lookup_from.alias("lookup_from")),
+        history=history.select(*out_cols, lookup_from.alias("lookup_from")),
         upserts=cmp.filter("_changed").select(out_cols),
         deletes=deletes,
         repoint=repoint,

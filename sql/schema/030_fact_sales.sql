@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS dw.fact_sales (
     quantity      int NOT NULL CHECK (quantity <> 0),
     unit_price    numeric(12, 2) NOT NULL CHECK (unit_price >= 0),
     discount      numeric(12, 2) NOT NULL CHECK (discount >= 0),
-    total_amount  numeric(14, 2) NOT NULL,
+    total_amount  numeric(22, 2) NOT NULL,  -- int32 x decimal(12,2) always fits
     updated_at    timestamptz NOT NULL,
     run_id        bigint
 ) PARTITION BY RANGE (date_key);
