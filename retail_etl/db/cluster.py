@@ -38,6 +38,10 @@ SERVER_SETTINGS = {
 class Cluster:
     root: Path  # holds data/, run/ (socket), server.log, port
 
+    def __post_init__(self):
+        # the server runs from / as another account: every path must be absolute
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
     @property
     def data(self) -> Path:
         return self.root / "data"

@@ -3,6 +3,7 @@ and errors that never show a password."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -96,20 +97,45 @@ def db_error(e: Exception, what: str) -> DatabaseError:
     return DatabaseError(f"{what}: {_first_line(str(e))}")
 
 
-def apply_schema(conn, sql_dir: Path) -> None:
+def schema_files(sql_dir: Path) -> list[Path]:
+    return sorted((sql_dir / "schema").glob("*.sql")) + sorted((sql_dir / "views").glob("*.sql"))
+
+
+def schema_digest(sql_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in schema_files(sql_dir):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def apply_schema(conn, sql_dir: Path) -> bool:
     """Apply sql/schema/*.sql then sql/views/*.sql, in name order, idempotently, in one
-    transaction (serialised by an advisory lock so two first runs don't race)."""
-    files = sorted((sql_dir / "schema").glob("*.sql")) + sorted((sql_dir / "views").glob("*.sql"))
+    transaction, unless the warehouse already has exactly these files (their digest is
+    kept in etl.schema_state): DDL takes locks that would queue behind a running load.
+    Returns whether anything was applied."""
+    digest = schema_digest(sql_dir)
+    what = "read the schema state"
     with conn.cursor() as cur:
         try:
+            cur.execute("SELECT to_regclass('etl.schema_state') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT digest FROM etl.schema_state")
+                row = cur.fetchone()
+                if row and row[0] == digest:
+                    conn.commit()
+                    return False
             cur.execute("SELECT pg_advisory_xact_lock(727000001)")
-            for f in files:
+            for f in schema_files(sql_dir):
+                what = f"apply {f.name}"
                 for stmt in split_sql(f.read_text()):
                     cur.execute(stmt)
+            cur.execute("DELETE FROM etl.schema_state")
+            cur.execute("INSERT INTO etl.schema_state (digest) VALUES ($1)", parameters=(digest,))
             conn.commit()
+            return True
         except adbc_driver_manager.Error as e:
             conn.rollback()
-            raise db_error(e, f"cannot apply {f.name}") from None
+            raise db_error(e, f"cannot {what}") from None
 
 
 def split_sql(text: str) -> list[str]:

@@ -55,3 +55,9 @@ CREATE TABLE IF NOT EXISTS etl.watermarks (
     run_id     bigint REFERENCES etl.runs (run_id),
     PRIMARY KEY (source, entity)
 );
+
+-- The digest of the sql/ files last applied: the DDL runs again only when they change.
+CREATE TABLE IF NOT EXISTS etl.schema_state (
+    digest     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);

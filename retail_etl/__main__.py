@@ -1,0 +1,3 @@
+from retail_etl.cli import app
+
+app(prog_name="retail-etl")
