@@ -154,7 +154,7 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         st["rows"] = n
     checkpoint("merge:dimensions")
     for fact in pipelines.FACTS:
-        if fact.name in p.facts:
+        if fact.name in p.facts and p.facts[fact.name].height:
             _fact(cur, run, fact, p.facts[fact.name], versions, settings)
         checkpoint("merge:facts")
         with run.stage("repoint") as st:
@@ -199,24 +199,15 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
 
 
 def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:
-    """[business key, first_seen]: the ids the run's facts use, with their earliest use."""
-    frames = []
-    for fact in pipelines.FACTS:
-        if fact.name not in p.facts:
-            continue
-        for ref in fact.references:
-            if ref.dimension is dim:
-                frames.append(
-                    p.facts[fact.name].lazy()
-                    .filter(pl.col(ref.source_column).is_not_null())
-                    .group_by(pl.col(ref.source_column).alias(dim.business_key))
-                    .agg(first_seen=pl.col(fact.event_ts).min())
-                )
-    if not frames:
-        return pl.DataFrame(schema={dim.business_key: pl.String,
-                                    "first_seen": pl.Datetime("us", "UTC")})
-    return (pl.concat(frames).group_by(dim.business_key)
-            .agg(pl.col("first_seen").min()).collect())
+    """[business key]: the ids the run's facts use."""
+    ids = [
+        p.facts[fact.name].select(pl.col(ref.source_column).alias(dim.business_key))
+        for fact in pipelines.FACTS if fact.name in p.facts
+        for ref in fact.references if ref.dimension is dim
+    ]
+    if not ids:
+        return pl.DataFrame(schema={dim.business_key: pl.String})
+    return pl.concat(ids).drop_nulls().unique()
 
 
 def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:

@@ -56,7 +56,7 @@ def diff(
 ) -> Scd2Result:
     """incoming: [bk, *attributes, valid_from, _seq], deduplicated by (bk, valid_from).
     stored: [key, bk, *attributes, valid_from, valid_to, is_inferred] for every key the run
-    touches or references. referenced: [bk, first_seen] business keys the facts use."""
+    touches or references. referenced: [bk] business keys the facts use."""
     K, B, A = dim.surrogate_key, dim.business_key, dim.attribute_names
     touched = incoming.select(B).unique()
     st = stored.join(touched, on=B, how="semi")
@@ -104,7 +104,8 @@ def diff(
     next_key += unknown.height
     inferred = unknown.select(
         K, B, *[pl.lit(None, dim.dtypes.get(a, pl.String)).alias(a) for a in A],
-        pl.col("first_seen").alias("valid_from"),
+        # no source row says when it began: the beginning of time, whatever the drop order
+        pl.lit(BEGINNING).alias("valid_from"),
         pl.lit(None, pl.Datetime("us", "UTC")).alias("valid_to"),
         is_inferred=pl.lit(True), _first=pl.lit(True), _head_src=pl.lit(0),
     ).with_columns(_sig=signature(A))
