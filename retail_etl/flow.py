@@ -20,7 +20,7 @@ from retail_etl.errors import EtlError, LockTimeout
 from retail_etl.extract.files import extract
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import merge_dimension, merge_facts, repoint_facts
-from retail_etl.load.partitions import ensure_dates, ensure_partitions, months
+from retail_etl.load.partitions import ensure_dates, months
 from retail_etl.run import (
     Run,
     mark_killed,
@@ -250,8 +250,8 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
         dates = rows.select(pl.col(fact.event_ts).dt.year().min().alias("lo"),
                             pl.col(fact.event_ts).dt.year().max().alias("hi")).row(0)
         ensure_dates(cur, dates[0], dates[1], settings.fiscal_year_start_month, run.run_id)
-        run.partitions += ensure_partitions(cur, fact.table, months(rows["date_key"]))
-        counts = merge_facts(cur, fact, columns, run.run_id, stg)
+        counts = merge_facts(cur, fact, columns, run.run_id, stg, months(rows["date_key"]))
+        run.partitions += counts.partitions
         c = run.entity(fact.entity.name)
         c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
         st["rows"] = counts.inserted

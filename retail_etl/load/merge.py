@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from retail_etl.load import partitions
 from retail_etl.spec import DimensionSCD2, FactByPartition
 
 
@@ -47,9 +48,11 @@ class FactCounts:
     inserted: int  # new lines and replacements
     unchanged: int  # equal to what is stored
     stale: int  # an older state of a stored line: ignored
+    partitions: list[str]  # the month partitions the run's lines fall in
 
 
-def merge_facts(cur, fact: FactByPartition, columns: list[str], run_id: int, stg: str) -> FactCounts:
+def merge_facts(cur, fact: FactByPartition, columns: list[str], run_id: int, stg: str,
+                months: list[int]) -> FactCounts:
     """stg: the run's final fact rows. A line already stored is replaced when the run's
     version is at least as new and differs; it may move to another partition."""
     nk = list(fact.natural_key)
@@ -74,12 +77,30 @@ def merge_facts(cur, fact: FactByPartition, columns: list[str], run_id: int, stg
         DELETE FROM {fact.table} f USING {stg}_existing e
         WHERE {ejoin} AND f.date_key = e.old_date_key AND NOT e.same AND NOT e.stale
     """)
+    # the lines to write; months without a partition are built aside, then attached
     sjoin = " AND ".join(f"e.{c} = s.{c}" for c in nk)
+    cur.execute(f"DROP TABLE IF EXISTS {stg}_write")
     cur.execute(f"""
-        INSERT INTO {fact.table} ({', '.join(columns)}, run_id)
-        SELECT {', '.join('s.' + c for c in columns)}, {run_id}
+        CREATE TEMP TABLE {stg}_write AS
+        SELECT {', '.join('s.' + c for c in columns)}, {run_id}::bigint AS run_id
         FROM {stg} s LEFT JOIN {stg}_existing e ON {sjoin}
         WHERE e.{nk[0]} IS NULL OR NOT (e.same OR e.stale)
     """)
     inserted = cur.rowcount
-    return FactCounts(inserted=inserted, unchanged=unchanged, stale=stale)
+    have = partitions.existing_partitions(cur, fact.table)
+    new = {m: f"{fact.table}_{m}" for m in months if f"{fact.table}_{m}" not in have}
+    cols = f"{', '.join(columns)}, run_id"
+    old_ranges = " OR ".join(
+        f"(date_key >= {partitions.bounds(m)[0]} AND date_key < {partitions.bounds(m)[1]})"
+        for m in months if m not in new)
+    if old_ranges:
+        cur.execute(f"INSERT INTO {fact.table} ({cols}) SELECT {cols} FROM {stg}_write "
+                    f"WHERE {old_ranges}")
+    for m, name in new.items():
+        lo, hi = partitions.bounds(m)
+        partitions.create_detached(cur, fact.table, m)
+        cur.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {stg}_write "
+                    f"WHERE date_key >= {lo} AND date_key < {hi}")
+        partitions.attach(cur, fact.table, name, m)
+    return FactCounts(inserted=inserted, unchanged=unchanged, stale=stale,
+                      partitions=[f"{fact.table}_{m}" for m in months])

@@ -10,19 +10,43 @@ def months(date_keys: pl.Series) -> list[int]:
     return sorted((date_keys // 100).unique().to_list())
 
 
-def ensure_partitions(cur, table: str, yyyymm: list[int]) -> list[str]:
-    """CREATE the monthly partitions that do not exist yet; return all touched names."""
-    names = []
-    for m in yyyymm:
-        y, mo = divmod(m, 100)
-        nxt = (y + 1) * 100 + 1 if mo == 12 else m + 1
-        name = f"{table}_{m}"
-        cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
-            f"FOR VALUES FROM ({m * 100 + 1}) TO ({nxt * 100 + 1})"
-        )
-        names.append(name)
-    return names
+def bounds(yyyymm: int) -> tuple[int, int]:
+    """The date_key range [from, to) of a month."""
+    y, mo = divmod(yyyymm, 100)
+    nxt = (y + 1) * 100 + 1 if mo == 12 else yyyymm + 1
+    return yyyymm * 100 + 1, nxt * 100 + 1
+
+
+def existing_partitions(cur, table: str) -> set[str]:
+    cur.execute(f"SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = '{table}'::regclass")
+    return {r[0] for r in cur.fetchall()}
+
+
+def create_detached(cur, table: str, yyyymm: int) -> str:
+    """A new month partition built aside: a plain table shaped like the parent (no indexes
+    yet, so the bulk insert does not maintain them; created in this transaction, so with
+    wal_level=minimal its data skips the WAL)."""
+    name = f"{table}_{yyyymm}"
+    cur.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    return name
+
+
+def attach(cur, table: str, name: str, yyyymm: int) -> None:
+    """Build the parent's indexes on the filled partition, then attach it: the matching
+    indexes are adopted, and the CHECK constraint spares the validation scan."""
+    lo, hi = bounds(yyyymm)
+    cur.execute(f"""
+        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+        FROM pg_index i WHERE i.indrelid = '{table}'::regclass
+    """)
+    for index_name, definition in cur.fetchall():
+        short = index_name.split(".")[-1]
+        cur.execute(definition.replace(f" ON ONLY {table} ", f" ON {name} ")
+                    .replace(f"INDEX {short} ", f"INDEX {short}_{yyyymm} ", 1))
+    cur.execute(f"ALTER TABLE {name} ADD CONSTRAINT {name.split('.')[-1]}_range "
+                f"CHECK (date_key >= {lo} AND date_key < {hi})")
+    cur.execute(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
+    cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name.split('.')[-1]}_range")
 
 
 def ensure_dates(cur, first_year: int, last_year: int, fiscal_start: int, run_id: int) -> None:
