@@ -19,7 +19,7 @@ from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
 from retail_etl.errors import EtlError, LockTimeout
 from retail_etl.extract.files import extract
 from retail_etl.load.copy import copy_temp
-from retail_etl.load.merge import merge_dimension, merge_facts, repoint_facts
+from retail_etl.load.merge import merge_dimension, merge_facts, merge_observed, repoint_facts
 from retail_etl.load.partitions import ensure_dates, months
 from retail_etl.run import (
     Run,
@@ -184,10 +184,13 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
     conn = cur.connection
     ids = pl.concat([incoming.select(dim.business_key), referenced.select(dim.business_key)]).unique()
     stored = _stored(cur, conn, dim, ids)
+    observed = _observed(cur, dim)
     cur.execute(f"SELECT greatest(max({dim.surrogate_key}), 0) + 1 FROM {dim.table}")
     next_key = cur.fetchone()[0]
-    res = scd2.diff(dim, incoming, stored, referenced, next_key)
+    res = scd2.diff(dim, incoming, stored, referenced, next_key, observed)
     stg = f"stg_{dim.name}"
+    copy_temp(conn, f"{stg}_incoming", incoming.drop("_seq"))
+    merge_observed(cur, dim, run.run_id, stg)
     copy_temp(conn, f"{stg}_upserts", res.upserts)
     copy_temp(conn, f"{stg}_deletes", res.deletes)
     copy_temp(conn, f"{stg}_history", res.history)
@@ -210,22 +213,38 @@ def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:
     return pl.concat(ids).drop_nulls().unique()
 
 
+def _attrs_sql(dim: DimensionSCD2, alias: str) -> list[str]:
+    """The attribute columns, numeric ones as text (ADBC reads numeric as an opaque type)."""
+    return [f"{alias}.{a}::text AS {a}" if isinstance(dim.dtypes.get(a), pl.Decimal)
+            else f"{alias}.{a}" for a in dim.attribute_names]
+
+
+def _typed(dim: DimensionSCD2, df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(*[pl.col(a).cast(t) for a, t in dim.dtypes.items()],
+                           pl.col("^valid_.*$").dt.convert_time_zone("UTC"))
+
+
+def _observed(cur, dim: DimensionSCD2) -> pl.DataFrame:
+    """Every version the sources showed for the keys in stg_ids (see 025_observed_versions)."""
+    B = dim.business_key
+    cur.execute(f"""
+        SELECT o.{B}, {', '.join(_attrs_sql(dim, 'o'))}, o.valid_from
+        FROM etl.{dim.name}_observed o JOIN stg_ids i ON i.{B} = o.{B}
+    """)
+    return _typed(dim, pl.from_arrow(cur.fetch_arrow_table()))
+
+
 def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
     """The stored versions of the given business keys (valid_to infinity as NULL)."""
     copy_temp(conn, "stg_ids", ids)
     B = dim.business_key
-    attrs = [f"d.{a}::text AS {a}" if isinstance(dim.dtypes.get(a), pl.Decimal) else f"d.{a}"
-             for a in dim.attribute_names]
     cur.execute(f"""
-        SELECT d.{dim.surrogate_key}::bigint AS {dim.surrogate_key}, d.{B}, {', '.join(attrs)},
+        SELECT d.{dim.surrogate_key}::bigint AS {dim.surrogate_key}, d.{B},
+               {', '.join(_attrs_sql(dim, 'd'))},
                d.valid_from, nullif(d.valid_to, 'infinity') AS valid_to, d.is_inferred
         FROM {dim.table} d JOIN stg_ids i ON i.{B} = d.{B}
     """)
-    df = pl.from_arrow(cur.fetch_arrow_table())
-    return df.with_columns(
-        *[pl.col(a).cast(t) for a, t in dim.dtypes.items()],
-        pl.col("valid_from", "valid_to").dt.convert_time_zone("UTC"),
-    )
+    return _typed(dim, pl.from_arrow(cur.fetch_arrow_table()))
 
 
 def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,

@@ -69,6 +69,18 @@ def test_a_late_version_that_makes_a_later_one_redundant_merges_history(settings
     assert_scd2_invariants(dsn, "product")
 
 
+def test_a_no_change_version_becomes_a_change_when_a_late_one_lands_before_it(settings, dsn,
+                                                                             tmp_path):
+    # found by the permutation property: 1.00 at day 2 changed nothing when it arrived...
+    load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "1.00", ts(0)),
+                                                         prod("P-1", "1.00", ts(2))]))
+    assert dim(dsn, "product", "price::text, valid_from") == [("1.00", d(0))]
+    # ...until 2.00 at day 1 arrives: then it is the return to 1.00
+    load(settings, write_drop(tmp_path / "d2", products=[prod("P-1", "2.00", ts(1))]))
+    assert dim(dsn, "product", "price::text, valid_from, vt") == [
+        ("1.00", d(0), d(1)), ("2.00", d(1), d(2)), ("1.00", d(2), None)]
+
+
 def test_a_correction_that_moves_month_changes_partition(settings, dsn, tmp_path):
     load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "1.00", ts(0))],
                               sales=[sale("O-1", 1, "2024-01-31T23:00:00Z", upd="2024-02-01")]))
@@ -172,7 +184,7 @@ def test_the_permutation_property_catches_an_order_dependent_variant(cluster, tm
 
     real_diff = scd2.diff
 
-    def refuse_late_versions(dim, incoming, stored, referenced, next_key):
+    def refuse_late_versions(dim, incoming, stored, referenced, next_key, observed=None):
         import polars as pl
 
         current = stored.filter(pl.col("valid_to").is_null() & ~pl.col("is_inferred"))
@@ -181,7 +193,7 @@ def test_the_permutation_property_catches_an_order_dependent_variant(cluster, tm
             pl.col("cur").is_not_null() & (pl.col("valid_from") < pl.col("cur")))
         res = real_diff(dim, incoming.join(late.select(dim.business_key, "valid_from"),
                                            on=[dim.business_key, "valid_from"], how="anti"),
-                        stored, referenced, next_key)
+                        stored, referenced, next_key, observed)
         res.merged += late.height  # ignored, but counted
         return res
 

@@ -26,6 +26,20 @@ def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
     """)
 
 
+def merge_observed(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
+    """Remember the run's versions (stg_incoming), changed or not, for later late versions.
+    The last in load order wins at the same instant, as in the dimension."""
+    B, A = dim.business_key, dim.attribute_names
+    cur.execute(f"""
+        INSERT INTO etl.{dim.name}_observed AS t ({B}, valid_from, {', '.join(A)}, run_id)
+        SELECT {B}, valid_from, {', '.join(A)}, {run_id} FROM {stg}_incoming
+        ON CONFLICT ({B}, valid_from) DO UPDATE
+            SET {', '.join(f'{a} = excluded.{a}' for a in A)}, run_id = excluded.run_id
+            WHERE ({', '.join('t.' + a for a in A)})
+                  IS DISTINCT FROM ({', '.join('excluded.' + a for a in A)})
+    """)
+
+
 def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, run_id: int,
                   stg: str) -> int:
     """Facts that pointed to a version whose range moved (or that was absorbed) get the

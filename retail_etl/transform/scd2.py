@@ -53,21 +53,30 @@ def diff(
     stored: pl.DataFrame,
     referenced: pl.DataFrame,
     next_key: int,
+    observed: pl.DataFrame | None = None,
 ) -> Scd2Result:
     """incoming: [bk, *attributes, valid_from, _seq], deduplicated by (bk, valid_from).
     stored: [key, bk, *attributes, valid_from, valid_to, is_inferred] for every key the run
-    touches or references. referenced: [bk] business keys the facts use."""
+    touches or references. referenced: [bk] business keys the facts use. observed:
+    [bk, *attributes, valid_from] every version the sources showed for the touched keys."""
+    if observed is None:
+        observed = incoming.clear().drop("_seq")
     K, B, A = dim.surrogate_key, dim.business_key, dim.attribute_names
     touched = incoming.select(B).unique()
     st = stored.join(touched, on=B, how="semi")
     st_real = st.filter(~pl.col("is_inferred"))
 
-    new = incoming.join(st_real.select(B, "valid_from", pl.col(K).alias("_skey")),
-                        on=[B, "valid_from"], how="left").with_columns(_src=pl.lit(1))
-    old = st_real.join(incoming, on=[B, "valid_from"], how="anti").select(
-        B, *A, "valid_from", pl.col(K).alias("_skey"), _src=pl.lit(0))
+    # the time line: every version ever observed for the touched keys (the stored versions
+    # are among them), the run's versions replacing any at the same instant
+    seen = pl.concat([observed.join(touched, on=B, how="semi").select(B, *A, "valid_from"),
+                      st_real.select(B, *A, "valid_from")], how="vertical_relaxed")
+    old = seen.unique([B, "valid_from"], keep="first").join(
+        incoming, on=[B, "valid_from"], how="anti").with_columns(_src=pl.lit(0))
+    keys = st_real.select(B, "valid_from", pl.col(K).alias("_skey"))
     cand = (
-        pl.concat([new, old], how="diagonal_relaxed")
+        pl.concat([incoming.drop("_seq").with_columns(_src=pl.lit(1)), old],
+                  how="vertical_relaxed")
+        .join(keys, on=[B, "valid_from"], how="left")
         .sort(B, "valid_from")
         .with_columns(_sig=signature(A))
         .with_columns(_head=(pl.col("_sig") != pl.col("_sig").shift(1).over(B)).fill_null(True))
