@@ -90,6 +90,9 @@ def load(
     source_dir: Annotated[Path, typer.Option("--source-dir", "-s", help="The drop directory.")],
     dsn: DsnOpt = None,
     keep_staging: Annotated[bool, typer.Option(help="Keep data/staging/<run> afterwards.")] = False,
+    profile: Annotated[bool, typer.Option(
+        "--profile", help="Write stage timings, Polars plans, the DuckDB profile and "
+        "PostgreSQL statement timings to data/profiles/<run>/.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load one file drop (products*, customers*, stores*, sales* as CSV, CSV.gz or Parquet)
@@ -101,11 +104,13 @@ def load(
     from retail_etl.flow import load_drop
 
     settings = load_settings(dsn=dsn, keep_staging=keep_staging or None)
-    run = load_drop(settings, source_dir)
+    run = load_drop(settings, source_dir, profile=profile)
     summary = run.summary()
     if as_json:
         console.out.print_json(json.dumps(summary, default=str))
     console.info(_summary_line(run))
+    if profile:
+        console.info(f"profile: {run.profile.dir}")
 
 
 def _summary_line(run) -> str:
@@ -192,6 +197,11 @@ def runs(
     if show is not None and df.height == 0:
         raise EtlError(f"no run {show} with recorded stages", hint="see `retail-etl runs`")
     _render(df, f"Run {show}: stages" if show is not None else "Runs", as_json)
+    if show is not None:
+        from retail_etl.profile import waterfall
+
+        png = load_settings().data_dir / "profiles" / f"run_{show:06d}" / "waterfall.png"
+        console.info(f"waterfall: {waterfall(df, f'run {show}: where the time went', png)}")
 
 
 @app.command()
@@ -212,6 +222,25 @@ def rejects(
     _render(queries.rejects(_dsn(dsn), run, limit), "Rejects", as_json)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@handled
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite (benchmarks/): load generated drops at several volumes into
+    fresh warehouses beside the references (raw COPY, bare Polars path, pandas baselines);
+    writes benchmarks/results/. Options are passed on (see `python -m benchmarks.run -h`).
+
+    Example:
+        retail-etl bench --volumes 100k,1m
+        retail-etl bench --smoke
+    """
+    try:
+        from benchmarks.run import main as run_benchmarks
+    except ImportError:
+        raise EtlError("the benchmark suite is not importable here",
+                       hint="run it from a checkout: `just bench`") from None
+    run_benchmarks(list(ctx.args))
+
+
 @db_app.command("up")
 @handled
 def db_up() -> None:
@@ -220,9 +249,9 @@ def db_up() -> None:
     Example:
         retail-etl db up
     """
+    from retail_etl.config import SQL_DIR
     from retail_etl.db.cluster import Cluster
     from retail_etl.db.connect import apply_schema, connect
-    from retail_etl.config import SQL_DIR
 
     dsn = Cluster(load_settings().pg_dir).up()
     conn = connect(dsn)

@@ -20,7 +20,8 @@ from retail_etl.errors import EtlError, LockTimeout
 from retail_etl.extract.files import extract
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import merge_dimension, merge_facts, merge_observed, repoint_facts
-from retail_etl.load.partitions import ensure_dates, months
+from retail_etl.load.partitions import ensure_dates
+from retail_etl.profile import Profile
 from retail_etl.run import (
     Run,
     mark_killed,
@@ -59,15 +60,17 @@ class Prepared:
     rejects: pl.DataFrame
 
 
-def load_drop(settings: Settings, source_dir: Path) -> Run:
+def load_drop(settings: Settings, source_dir: Path, *, profile: bool = False) -> Run:
     dsn = resolve_dsn(settings)
     ledger = connect(dsn, autocommit=True)
     conn = connect(dsn)
     try:
         apply_schema(conn, SQL_DIR)
         run = open_run(ledger, f"files:{source_dir}", settings.staging_dir)
+        run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
+                              if profile else None)
         try:
-            with conn.cursor() as cur:
+            with run.profile.cursor(conn.cursor()) as cur:
                 _lock(cur, settings.lock_wait_seconds)
                 mark_killed(cur, run.run_id)
                 prepared = prepare(run, source_dir)
@@ -82,6 +85,7 @@ def load_drop(settings: Settings, source_dir: Path) -> Run:
                 raise db_error(e, f"run {run.run_id} failed") from None
             raise
         _analyze(ledger, run)
+        run.profile.write(run)
         if not settings.keep_staging:
             shutil.rmtree(run.staging, ignore_errors=True)
         return run
@@ -107,7 +111,8 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
             counts.read = ex.rows
             if not ex.staged:
                 continue
-            good, bad = quality.split(quality.validate(pl.scan_parquet(ex.staged), entity).collect())
+            plan = quality.validate(pl.scan_parquet(ex.staged), entity)
+            good, bad = quality.split(run.profile.plan(f"validate_{entity.name}", plan).collect())
             counts.rejected = bad.height
             valid[entity.name] = good
             rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
@@ -249,10 +254,10 @@ def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
 
 def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
           versions: dict[str, pl.DataFrame], settings: Settings) -> None:
-    conn = cur.connection
     with run.stage("lookup", lines.height):
         keyed = lookup_keys(lines, fact, versions, threads=settings.duckdb_threads,
-                            memory_limit=settings.duckdb_memory_limit)
+                            memory_limit=settings.duckdb_memory_limit,
+                            profile_to=run.profile.path("duckdb_lookup.json"))
         rows = keyed.select(
             *fact.natural_key,
             fact.event_ts,
@@ -261,19 +266,15 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
             *[expr.cast(fact.dtypes[m]).alias(m) for m, expr in fact.measures.items()],
             fact.version,
         ).with_columns(pl.col(c).cast(pl.Int32) for c in fact.natural_key if c == "line_number")
-    columns = rows.columns
-    stg = f"stg_{fact.name}"
-    with run.stage("copy", rows.height):
-        copy_temp(conn, stg, rows)
-    with run.stage("merge", rows.height) as st:
+    with run.stage("dates"):
         dates = rows.select(pl.col(fact.event_ts).dt.year().min().alias("lo"),
                             pl.col(fact.event_ts).dt.year().max().alias("hi")).row(0)
         ensure_dates(cur, dates[0], dates[1], settings.fiscal_year_start_month, run.run_id)
-        counts = merge_facts(cur, fact, columns, run.run_id, stg, months(rows["date_key"]))
-        run.partitions += counts.partitions
-        c = run.entity(fact.entity.name)
-        c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
-        st["rows"] = counts.inserted
+    counts = merge_facts(cur, fact, rows, run.run_id, f"stg_{fact.name}", fact.dtypes,
+                         stage=run.stage)
+    run.partitions += counts.partitions
+    c = run.entity(fact.entity.name)
+    c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
 
 
 def _lock(cur, wait_seconds: float) -> None:

@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -51,6 +52,7 @@ class Run:
     counts: dict[str, EntityCounts] = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    profile: Any = None  # retail_etl.profile.Profile
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):

@@ -37,7 +37,7 @@ def test_smoke_benchmark_writes_table_json_and_plot(tmp_path):
     assert vol["lines"] == 5000 and vol["lines_read"] == 5000
     assert 0 < vol["fact_rows"] <= 5000
     assert {s["name"] for s in vol["stages"]} >= {"extract", "validate", "dedup", "scd2",
-                                                    "lookup", "copy", "merge"}
+                                                    "lookup", "compare", "copy", "index"}
     for s in vol["stages"]:
         assert s["seconds"] >= 0 and s["peak_rss_mb"] > 0
     for kind in KINDS:

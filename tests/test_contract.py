@@ -1,14 +1,13 @@
 """CONTRACT.md rule by rule, as drawn tables: the input drops, then the warehouse after."""
 
 import gzip
-import shutil
 from datetime import UTC, datetime
 
 import polars as pl
 import pytest
 
 from retail_etl.errors import InputError
-from tests.helpers import HEADERS, checksum, dim, load, query, rows, write_drop
+from tests.helpers import HEADERS, dim, load, query, rows, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 INF = None  # valid_to of the current version

@@ -4,12 +4,13 @@ split into several drops gives the warehouse of the whole drop."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from retail_etl.config import Settings
 from tests.conftest import TEMPLATE
@@ -190,7 +191,7 @@ def test_a_drop_split_in_order_gives_the_warehouse_of_the_whole_drop(cluster, tm
         expected = warehouse_content(whole.dsn)
     with fresh_warehouse(cluster, tmp_path) as split:
         bounds = sorted({0, len(sales), *[min(c, len(sales)) for c in cuts]})
-        chunks = [sales[a:b] for a, b in zip(bounds, bounds[1:])]
+        chunks = [sales[a:b] for a, b in itertools.pairwise(bounds)]
         # dimension rows travel with the first chunk; sales keep their order across drops
         for i, chunk in enumerate(chunks):
             files = drop_files(products if i == 0 else [], customers if i == 0 else [], chunk)

@@ -3,9 +3,15 @@ fact lines inserted or replaced, facts of re-ranged versions re-pointed."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import adbc_driver_manager
+import polars as pl
+
+from retail_etl.db.connect import db_error
 from retail_etl.load import partitions
+from retail_etl.load.copy import copy_temp
 from retail_etl.spec import DimensionSCD2, FactByPartition
 
 
@@ -19,7 +25,7 @@ def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
         DELETE FROM {dim.table} d
         WHERE d.{K} IN (SELECT {K} FROM {stg}_upserts UNION ALL SELECT {K} FROM {stg}_deletes)
     """)
-    select = [f"coalesce(valid_to, 'infinity')" if c == "valid_to" else c for c in cols]
+    select = ["coalesce(valid_to, 'infinity')" if c == "valid_to" else c for c in cols]
     cur.execute(f"""
         INSERT INTO {dim.table} ({', '.join(cols)}, run_id)
         SELECT {', '.join(select)}, {run_id} FROM {stg}_upserts
@@ -65,56 +71,81 @@ class FactCounts:
     partitions: list[str]  # the month partitions the run's lines fall in
 
 
-def merge_facts(cur, fact: FactByPartition, columns: list[str], run_id: int, stg: str,
-                months: list[int]) -> FactCounts:
-    """stg: the run's final fact rows. A line already stored is replaced when the run's
-    version is at least as new and differs; it may move to another partition."""
+def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg: str,
+                dtypes: dict[str, pl.DataType], stage=None) -> FactCounts:
+    """rows: the run's final fact lines. A line already stored is replaced when the run's
+    version is at least as new and differs (it may move to another partition); an older
+    state is ignored. Every written line is COPYed once, straight into its partition:
+    months without a partition are built aside and attached. `stage(name, rows)` times
+    the steps (compare, copy, index)."""
+    stage = stage or _no_stage
+    with stage("compare", rows.height):
+        write, replaced, cmp = _compare(cur, fact, rows, stg, dtypes)
     nk = list(fact.natural_key)
-    join = " AND ".join(f"f.{c} = s.{c}" for c in nk)
-    content = [c for c in columns if c not in nk]
-    cur.execute(f"DROP TABLE IF EXISTS {stg}_existing")
-    cur.execute(f"""
-        CREATE TEMP TABLE {stg}_existing AS
-        SELECT {', '.join('s.' + c for c in nk)}, f.date_key AS old_date_key,
-               s.{fact.version} < f.{fact.version} AS stale,
-               ({', '.join('f.' + c for c in content)}) IS NOT DISTINCT FROM
-               ({', '.join('s.' + c for c in content)}) AS same
-        FROM {stg} s JOIN {fact.table} f ON {join}
-    """)
-    cur.execute(f"""
-        SELECT count(*) FILTER (WHERE stale), count(*) FILTER (WHERE same AND NOT stale)
-        FROM {stg}_existing
-    """)
-    stale, unchanged = cur.fetchone()
-    ejoin = " AND ".join(f"f.{c} = e.{c}" for c in nk)
-    cur.execute(f"""
-        DELETE FROM {fact.table} f USING {stg}_existing e
-        WHERE {ejoin} AND f.date_key = e.old_date_key AND NOT e.same AND NOT e.stale
-    """)
-    # the lines to write; months without a partition are built aside, then attached
-    sjoin = " AND ".join(f"e.{c} = s.{c}" for c in nk)
-    cur.execute(f"DROP TABLE IF EXISTS {stg}_write")
-    cur.execute(f"""
-        CREATE TEMP TABLE {stg}_write AS
-        SELECT {', '.join('s.' + c for c in columns)}, {run_id}::bigint AS run_id
-        FROM {stg} s LEFT JOIN {stg}_existing e ON {sjoin}
-        WHERE e.{nk[0]} IS NULL OR NOT (e.same OR e.stale)
-    """)
-    inserted = cur.rowcount
+    conn = cur.connection
+    if replaced.height:
+        copy_temp(conn, f"{stg}_replaced", replaced)
+        join = " AND ".join(f"f.{c} = r.{c}" for c in nk)
+        cur.execute(f"DELETE FROM {fact.table} f USING {stg}_replaced r "
+                    f"WHERE {join} AND f.date_key = r.old_date_key")
+    write = write.select(rows.columns).with_columns(run_id=pl.lit(run_id, pl.Int64))
+    # the partitions the run changes: where lines are written or replaced lines left
+    months = sorted(set(partitions.months(write["date_key"]))
+                    | set(partitions.months(replaced["old_date_key"])))
     have = partitions.existing_partitions(cur, fact.table)
-    new = {m: f"{fact.table}_{m}" for m in months if f"{fact.table}_{m}" not in have}
-    cols = f"{', '.join(columns)}, run_id"
-    old_ranges = " OR ".join(
-        f"(date_key >= {partitions.bounds(m)[0]} AND date_key < {partitions.bounds(m)[1]})"
-        for m in months if m not in new)
-    if old_ranges:
-        cur.execute(f"INSERT INTO {fact.table} ({cols}) SELECT {cols} FROM {stg}_write "
-                    f"WHERE {old_ranges}")
-    for m, name in new.items():
-        lo, hi = partitions.bounds(m)
-        partitions.create_detached(cur, fact.table, m)
-        cur.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {stg}_write "
-                    f"WHERE date_key >= {lo} AND date_key < {hi}")
-        partitions.attach(cur, fact.table, name, m)
-    return FactCounts(inserted=inserted, unchanged=unchanged, stale=stale,
+    schema, table = fact.table.split(".")
+    built = []
+    with stage("copy", write.height):
+        for (m,), part in write.with_columns(_m=pl.col("date_key") // 100).partition_by(
+                "_m", as_dict=True).items():
+            part = part.drop("_m").to_arrow()
+            name = f"{fact.table}_{m}"
+            if name in have:
+                _ingest(cur, part, schema, table)
+            else:  # a month built aside: no index maintenance while it fills, WAL skipped
+                partitions.create_detached(cur, fact.table, m)
+                _ingest(cur, part, schema, name.split(".")[1])
+                built.append((name, m))
+    with stage("index", len(built)):
+        for name, m in built:
+            partitions.attach(cur, fact.table, name, m)
+    return FactCounts(inserted=write.height, unchanged=int(cmp["_same"].sum()),
+                      stale=int(cmp["_stale"].sum()),
                       partitions=[f"{fact.table}_{m}" for m in months])
+
+
+@contextmanager
+def _no_stage(name, rows=None):
+    yield {}
+
+
+def _compare(cur, fact: FactByPartition, rows: pl.DataFrame, stg: str,
+             dtypes: dict[str, pl.DataType]):
+    """(lines to write, stored lines they replace, the comparison) against what is stored."""
+    nk = list(fact.natural_key)
+    copy_temp(cur.connection, f"{stg}_keys", rows.select(nk))
+    content = [c for c in rows.columns if c not in nk]
+    cur.execute(f"""
+        SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
+                          for c in rows.columns)}
+        FROM {fact.table} f JOIN {stg}_keys k USING ({', '.join(nk)})
+    """)
+    stored = pl.from_arrow(cur.fetch_arrow_table()).with_columns(
+        *[pl.col(c).cast(t) for c, t in dtypes.items()],
+        pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
+    )
+    cmp = rows.join(stored, on=nk, how="left", suffix="_old")
+    known = pl.col(f"{content[0]}_old").is_not_null()
+    stale = known & (pl.col(fact.version) < pl.col(f"{fact.version}_old"))
+    same = known & pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in content])
+    cmp = cmp.with_columns(_stale=stale, _same=same & ~stale)
+    write = cmp.filter(~pl.col("_stale") & ~pl.col("_same"))
+    replaced = write.filter(known).select(*nk, pl.col("date_key_old").alias("old_date_key"))
+    return write, replaced, cmp
+
+
+def _ingest(cur, data, schema: str, table: str) -> None:
+    try:
+        cur.adbc_ingest(table, data, mode="append", db_schema_name=schema)
+    except adbc_driver_manager.Error as e:
+        raise db_error(e, f"COPY into {schema}.{table} failed") from None

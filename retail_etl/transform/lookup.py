@@ -5,6 +5,8 @@ pass over Arrow data, without copies."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
@@ -18,12 +20,16 @@ def lookup_keys(
     *,
     threads: int = 2,
     memory_limit: str = "4GB",
+    profile_to: Path | None = None,
 ) -> pl.DataFrame:
     """facts with one `<fact_column>` key per reference; versions[dim name] is
     [business key, surrogate key, lookup_from]."""
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
     try:
         con.execute("SET TimeZone = 'UTC'")
+        if profile_to:
+            con.execute("PRAGMA enable_profiling = 'json'")
+            con.execute(f"PRAGMA profiling_output = '{profile_to}'")
         con.register("facts", facts.to_arrow())
         select, joins = ["f.*"], []
         for i, ref in enumerate(fact.references):
