@@ -43,7 +43,7 @@ def test_unknown_columns_are_ignored_and_reported(settings, dsn, tmp_path, capsy
     d = write_drop(tmp_path / "d", products=HEADERS["products"] + ",colour\n"
                    "P-1,W,T,H,A,1.00,2024-01-01,red\n")
     load(settings, d)
-    assert "ignoring unknown columns: colour" in capsys.readouterr().err
+    assert "products: ignoring unknown columns: colour (1 of 1 files)" in capsys.readouterr().err
     assert dim(dsn, "product", "product_id, price::text") == [("P-1", "1.00")]
 
 

@@ -68,13 +68,10 @@ def read_file(path: Path, entity: Entity) -> pl.DataFrame:
         raise InputError(f"{path}: missing required column {missing[0]!r}"
                          + (f" (and {', '.join(missing[1:])})" if missing[1:] else ""),
                          hint=f"{entity.name} files need: {', '.join(entity.required)}")
-    extra = [c for c in df.columns if c not in entity.column_names]
-    if extra:
-        console.warn(f"{path}: ignoring unknown columns: {', '.join(extra)}")
-    return df.select(
-        [pl.col(c) if c in df.columns else pl.lit(None, pl.String).alias(c)
-         for c in entity.column_names]
-    ).with_row_index("_line", offset=2).with_columns(pl.col("_line").cast(pl.Int64))
+    known = [pl.col(c) if c in df.columns else pl.lit(None, pl.String).alias(c)
+             for c in entity.column_names]
+    extra = [pl.col(c) for c in df.columns if c not in entity.column_names]
+    return df.select(known + extra).with_row_index("_line", offset=2).with_columns(pl.col("_line").cast(pl.Int64))
 
 
 def _as_text(df: pl.DataFrame) -> pl.DataFrame:
@@ -98,9 +95,13 @@ def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path) -> 
     for entity in entities:
         ex = Extracted(entity)
         out_dir = stage_dir / entity.name
+        extra: dict[str, int] = {}
         for path in found[entity.name]:
             file_no += 1
-            df = read_file(path, entity).with_columns(
+            df = read_file(path, entity)
+            for c in set(df.columns) - set(entity.column_names) - {"_line"}:
+                extra[c] = extra.get(c, 0) + 1
+            df = df.select(entity.column_names + ["_line"]).with_columns(
                 _file=pl.lit(path.name),
                 _seq=pl.lit(file_no << LINE_BITS, pl.Int64) + pl.col("_line"),
             )
@@ -112,6 +113,9 @@ def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path) -> 
             ex.files.append(path)
             ex.staged.append(target)
             ex.rows += df.height
+        if extra:  # reported once per entity, not once per file
+            console.warn(f"{entity.name}: ignoring unknown columns: "
+                         + ", ".join(f"{c} ({n} of {len(ex.files)} files)" for c, n in sorted(extra.items())))
         result[entity.name] = ex
     return result
 
