@@ -83,11 +83,13 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
         write, replaced, cmp = _compare(cur, fact, rows, stg, dtypes)
     nk = list(fact.natural_key)
     conn = cur.connection
-    if replaced.height:
+    if replaced.height:  # the old states leave their partition (each probed once)
         copy_temp(conn, f"{stg}_replaced", replaced)
         join = " AND ".join(f"f.{c} = r.{c}" for c in nk)
-        cur.execute(f"DELETE FROM {fact.table} f USING {stg}_replaced r "
-                    f"WHERE {join} AND f.date_key = r.old_date_key")
+        for m in partitions.months(replaced["old_date_key"]):
+            lo, hi = partitions.bounds(m)
+            cur.execute(f"DELETE FROM {fact.table}_{m} f USING {stg}_replaced r WHERE {join} "
+                        f"AND r.old_date_key >= {lo} AND r.old_date_key < {hi}")
     write = write.select(rows.columns).with_columns(run_id=pl.lit(run_id, pl.Int64))
     # the partitions the run changes: where lines are written or replaced lines left
     months = sorted(set(partitions.months(write["date_key"]))
