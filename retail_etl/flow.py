@@ -274,6 +274,7 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
     counts = merge_facts(cur, fact, rows, run.run_id, f"stg_{fact.name}", fact.dtypes,
                          stage=run.stage)
     run.partitions += counts.partitions
+    run.analyze += counts.stale_stats
     c = run.entity(fact.entity.name)
     c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
 
@@ -304,7 +305,7 @@ def _rollback(conn) -> None:
 def _analyze(ledger, dsn: str, run: Run, streams: int = 2) -> None:
     """Fresh statistics for what the run wrote, after the commit: the ledger session and
     `streams - 1` more sessions share the tables (ANALYZE is CPU-bound in the server)."""
-    tables = [d.table for d in pipelines.DIMENSIONS] + run.partitions
+    tables = [d.table for d in pipelines.DIMENSIONS] + run.analyze
 
     def analyze(conn, share: list[str]) -> None:
         with conn.cursor() as cur:

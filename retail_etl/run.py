@@ -51,6 +51,7 @@ class Run:
     stages: list[Stage] = field(default_factory=list)
     counts: dict[str, EntityCounts] = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)
+    analyze: list[str] = field(default_factory=list)  # tables whose statistics went stale
     started: float = field(default_factory=time.perf_counter)
     profile: Any = None  # retail_etl.profile.Profile
 

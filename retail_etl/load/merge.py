@@ -69,6 +69,7 @@ class FactCounts:
     unchanged: int  # equal to what is stored
     stale: int  # an older state of a stored line: ignored
     partitions: list[str]  # the month partitions the run's lines fall in
+    stale_stats: list[str]  # partitions changed enough to need fresh statistics
 
 
 def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg: str,
@@ -95,6 +96,16 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
     months = sorted(set(partitions.months(write["date_key"]))
                     | set(partitions.months(replaced["old_date_key"])))
     have = partitions.existing_partitions(cur, fact.table)
+    # statistics: new partitions, and old ones where the run changes over 5% of the rows
+    # (below that the planner's picture still holds; autovacuum catches up on drift)
+    changed = (pl.concat([write.select(m=pl.col("date_key") // 100),
+                          replaced.select(m=pl.col("old_date_key") // 100)])
+               .group_by("m").len())
+    cur.execute(f"SELECT c.oid::regclass::text, c.reltuples FROM pg_inherits i "
+                f"JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{fact.table}'::regclass")
+    sizes = dict(cur.fetchall())
+    stale_stats = [f"{fact.table}_{m}" for m, n in changed.iter_rows()
+                   if n > 0.05 * max(sizes.get(f"{fact.table}_{m}", 0), 0)]
     schema, table = fact.table.split(".")
     built = []
     with stage("copy", write.height):
@@ -113,7 +124,8 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
             partitions.attach(cur, fact.table, name, m)
     return FactCounts(inserted=write.height, unchanged=int(cmp["_same"].sum()),
                       stale=int(cmp["_stale"].sum()),
-                      partitions=[f"{fact.table}_{m}" for m in months])
+                      partitions=[f"{fact.table}_{m}" for m in months],
+                      stale_stats=stale_stats)
 
 
 @contextmanager
