@@ -33,38 +33,39 @@ def parse_timestamp(c: pl.Expr) -> pl.Expr:
 
 def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
     """(the parsed value, [(rule name, violated?)]) for one source column."""
-    cleaned = pl.col(col.name)  # already cleaned text (see validate)
+    cleaned = pl.col(f"__c_{col.name}")  # the cleaned text (see validate)
+    parsed = pl.col(col.name)  # the value, computed once, before the rules
     rules: list[tuple[str, pl.Expr]] = []
     if col.kind == "decimal":
         value = pl.when(cleaned.str.contains(_DECIMAL)).then(cleaned).cast(
             pl.Decimal(12, 2), strict=False)
-        rules.append((f"{col.name}:not_a_decimal_12_2", cleaned.is_not_null() & value.is_null()))
+        rules.append((f"{col.name}:not_a_decimal_12_2", cleaned.is_not_null() & parsed.is_null()))
     elif col.kind == "int":
         value = pl.when(cleaned.str.contains(_INT)).then(cleaned).cast(pl.Int64, strict=False)
         value = pl.when(value.abs() < 2**31).then(value)
-        rules.append((f"{col.name}:not_an_integer", cleaned.is_not_null() & value.is_null()))
+        rules.append((f"{col.name}:not_an_integer", cleaned.is_not_null() & parsed.is_null()))
     elif col.kind == "date":
         value = pl.when(cleaned.str.contains(_DATE)).then(cleaned).str.to_date(
             "%Y-%m-%d", strict=False)
-        rules.append((f"{col.name}:not_a_date", cleaned.is_not_null() & value.is_null()))
+        rules.append((f"{col.name}:not_a_date", cleaned.is_not_null() & parsed.is_null()))
     elif col.kind == "timestamp":
         value = parse_timestamp(cleaned)
-        rules.append((f"{col.name}:not_a_timestamp", cleaned.is_not_null() & value.is_null()))
+        rules.append((f"{col.name}:not_a_timestamp", cleaned.is_not_null() & parsed.is_null()))
     else:
         value = cleaned
     if col.required:
         rules.append((f"{col.name}:required", cleaned.is_null()))
     if col.min is not None:
-        rules.append((f"{col.name}:below_{col.min}", value < col.min))
+        rules.append((f"{col.name}:below_{col.min}", parsed < col.min))
     if col.nonzero:
-        rules.append((f"{col.name}:zero", value == 0))
+        rules.append((f"{col.name}:zero", parsed == 0))
     return value.alias(col.name), rules
 
 
 def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
     """Cleaned, typed columns plus `_rules` (list of broken rules, empty when valid) and the
     untouched metadata columns. The raw text stays available as `_raw` (a struct)."""
-    cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(c.name)
+    cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(f"__c_{c.name}")
                for c in entity.columns]
     values, rules = [], []
     for col in entity.columns:
@@ -77,7 +78,8 @@ def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
     return (
         raw.with_columns(_raw=pl.struct(entity.column_names))
         .with_columns(cleaned)
-        .select(*values, broken.alias("_rules"), "_raw", "_file", "_line", "_seq")
+        .with_columns(values)  # each parse runs once; the rules read its result
+        .select(*entity.column_names, broken.alias("_rules"), "_raw", "_file", "_line", "_seq")
     )
 
 
