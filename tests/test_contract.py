@@ -258,3 +258,27 @@ def test_runs_are_recorded_with_stages(settings, dsn, tmp_path):
     assert rows(dsn, "SELECT status, ended_at IS NOT NULL FROM etl.runs") == [("ok", True)]
     stages = [s for (s,) in rows(dsn, f"SELECT stage FROM etl.run_stages WHERE run_id = {r.run_id} ORDER BY seq")]
     assert stages[:3] == ["extract", "validate", "dedup"] and "analyze" in stages
+
+
+def test_real_world_csv_shapes(settings, dsn, tmp_path):
+    """CRLF line ends, a BOM, header names in another case and order with spaces, quoted
+    fields holding commas, quotes and a newline, non-ASCII text, and typed Parquet."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "Products_2024.CSV").write_bytes((
+        "\ufeff UPDATED_AT ,Product_ID,unit_price,Product_Name,category\r\n"
+        '2024-01-01T00:00:00+01:00,P-1,"1,5",x,Tools\r\n'
+        '2024-01-01,P-2,2.50,"Caf\u00e9 ""Cr\u00e8me"", 1 kg",Grocery\r\n'
+        '2024-01-01,P-3,3.00,"two\r\nlines",Grocery\r\n').encode())
+    pl.DataFrame({
+        "product_id": ["P-4"], "unit_price": [pl.Series([1.25]).cast(pl.Decimal(12, 2))[0]],
+        "updated_at": [datetime(2024, 1, 1, 12, tzinfo=UTC)],
+    }).write_parquet(d / "products_typed.parquet")
+    run = load(settings, d)
+    assert (run.counts["products"].read, run.counts["products"].rejected) == (4, 1)
+    assert rows(dsn, "SELECT rules FROM etl.rejects") == [(["unit_price:not_a_decimal_12_2"],)]
+    assert dim(dsn, "product", "product_id, product_name, price::text, valid_from") == [
+        ("P-2", 'Caf\u00e9 "Cr\u00e8me", 1 kg', "2.50", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("P-3", "two lines", "3.00", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("P-4", None, "1.25", datetime(2024, 1, 1, 12, tzinfo=UTC)),
+    ]
