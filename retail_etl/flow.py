@@ -112,8 +112,10 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
             counts.read = ex.rows
             if not ex.staged:
                 continue
-            plan = quality.validate(pl.scan_parquet(ex.staged), entity)
-            good, bad = quality.split(run.profile.plan(f"validate_{entity.name}", plan).collect())
+            raw = pl.scan_parquet(ex.staged)
+            plan = quality.validate(raw, entity)
+            good, bad = quality.split(run.profile.plan(f"validate_{entity.name}", plan).collect(),
+                                      raw)
             counts.rejected = bad.height
             valid[entity.name] = good
             rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
@@ -160,8 +162,10 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         st["rows"] = n
     checkpoint("merge:dimensions")
     for fact in pipelines.FACTS:
-        if fact.name in p.facts and p.facts[fact.name].height:
-            _fact(cur, run, fact, p.facts[fact.name], versions, settings)
+        lines = p.facts.pop(fact.name, None)  # released as soon as the keyed rows exist
+        if lines is not None and lines.height:
+            _fact(cur, run, fact, lines, versions, settings)
+        del lines
         checkpoint("merge:facts")
         with run.stage("repoint") as st:
             st["rows"] = 0
@@ -256,7 +260,7 @@ def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
 def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
           versions: dict[str, pl.DataFrame], settings: Settings) -> None:
     with run.stage("lookup", lines.height):
-        keyed = lookup_keys(lines, fact, versions, threads=settings.duckdb_threads,
+        keyed = lookup_keys(lines.drop("_seq"), fact, versions, threads=settings.duckdb_threads,
                             memory_limit=settings.duckdb_memory_limit,
                             profile_to=run.profile.path("duckdb_lookup.json"))
         rows = keyed.select(

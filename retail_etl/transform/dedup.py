@@ -21,8 +21,12 @@ def dimension_versions(valid: pl.LazyFrame, dim: DimensionSCD2) -> pl.LazyFrame:
 def fact_lines(valid: pl.LazyFrame, fact: FactByPartition) -> pl.LazyFrame:
     """One row per natural key: the latest version wins (a NULL version is the event time);
     on a tie, the last in load order."""
-    return (
-        valid.with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
+    valid = valid.with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
+    # decide on the narrow columns only, then keep the winners (no sort of the wide rows)
+    winners = (
+        valid.select(*fact.natural_key, fact.version, "_seq")
         .sort([fact.version, "_seq"])
         .unique(list(fact.natural_key), keep="last", maintain_order=False)
+        .select("_seq")
     )
+    return valid.join(winners, on="_seq", how="semi")

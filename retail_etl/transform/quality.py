@@ -64,7 +64,8 @@ def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
 
 def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
     """Cleaned, typed columns plus `_rules` (list of broken rules, empty when valid) and the
-    untouched metadata columns. The raw text stays available as `_raw` (a struct)."""
+    untouched metadata columns. The raw text is not carried along (it would double the
+    memory of a run): `rejects` fetches it back from staging for the few rows that need it."""
     cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(f"__c_{c.name}")
                for c in entity.columns]
     values, rules = [], []
@@ -76,21 +77,22 @@ def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
         [pl.when(v.fill_null(False)).then(pl.lit(name)) for name, v in rules]
     ).list.drop_nulls()
     return (
-        raw.with_columns(_raw=pl.struct(entity.column_names))
-        .with_columns(cleaned)
+        raw.with_columns(cleaned)
         .with_columns(values)  # each parse runs once; the rules read its result
-        .select(*entity.column_names, broken.alias("_rules"), "_raw", "_file", "_line", "_seq")
+        .select(*entity.column_names, broken.alias("_rules"), "_file", "_line", "_seq")
     )
 
 
-def split(validated: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects)."""
+def split(validated: pl.DataFrame, raw: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects:
+    file, line, rules and the whole original row as JSON, read back from `raw`)."""
     bad = validated["_rules"].list.len() > 0
-    valid = validated.filter(~bad).drop("_rules", "_raw", "_file", "_line")
-    rejects = validated.filter(bad).select(
-        file=pl.col("_file"),
-        line=pl.col("_line"),
-        rules=pl.col("_rules"),
-        row=pl.col("_raw").struct.json_encode(),
+    rejected = validated.filter(bad).select("_seq", "_file", "_line", "_rules")
+    valid = validated.filter(~bad).drop("_rules", "_file", "_line")
+    original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode())).select(
+        "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode().alias("row"),
+    ).collect()
+    rejects = rejected.join(original, on="_seq", how="left").sort("_seq").select(
+        file=pl.col("_file"), line=pl.col("_line"), rules=pl.col("_rules"), row=pl.col("row"),
     )
     return valid, rejects
