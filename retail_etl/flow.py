@@ -20,7 +20,13 @@ from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
 from retail_etl.errors import EtlError, LockTimeout
 from retail_etl.extract.files import extract
 from retail_etl.load.copy import copy_temp
-from retail_etl.load.merge import merge_dimension, merge_facts, merge_observed, repoint_facts
+from retail_etl.load.merge import (
+    merge_dimension,
+    merge_facts,
+    merge_observed,
+    repoint_facts,
+    stored_lines,
+)
 from retail_etl.load.partitions import ensure_dates
 from retail_etl.profile import Profile
 from retail_etl.run import (
@@ -33,7 +39,7 @@ from retail_etl.run import (
 )
 from retail_etl.spec import DimensionSCD2, FactByPartition
 from retail_etl.transform import dedup, quality, scd2
-from retail_etl.transform.lookup import lookup_keys
+from retail_etl.transform.lookup import AsOfLookup
 
 LOCK_KEY = 727000002  # the warehouse lock: one run at a time
 
@@ -259,28 +265,41 @@ def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
 
 def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
           versions: dict[str, pl.DataFrame], settings: Settings) -> None:
-    with run.stage("lookup", lines.height):
-        keyed = lookup_keys(lines.drop("_seq"), fact, versions, threads=settings.duckdb_threads,
-                            memory_limit=settings.duckdb_memory_limit,
-                            profile_to=run.profile.path("duckdb_lookup.json"))
-        rows = keyed.select(
-            *fact.natural_key,
-            fact.event_ts,
-            pl.col(fact.event_ts).dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"),
-            *[r.fact_column for r in fact.references],
-            *[expr.cast(fact.dtypes[m]).alias(m) for m, expr in fact.measures.items()],
-            fact.version,
-        ).with_columns(pl.col(c).cast(pl.Int32) for c in fact.natural_key if c == "line_number")
+    """Lookup, compare and COPY month by month: the working set is one month's lines."""
     with run.stage("dates"):
-        dates = rows.select(pl.col(fact.event_ts).dt.year().min().alias("lo"),
-                            pl.col(fact.event_ts).dt.year().max().alias("hi")).row(0)
-        ensure_dates(cur, dates[0], dates[1], settings.fiscal_year_start_month, run.run_id)
-    counts = merge_facts(cur, fact, rows, run.run_id, f"stg_{fact.name}", fact.dtypes,
-                         stage=run.stage)
-    run.partitions += counts.partitions
-    run.analyze += counts.stale_stats
+        lo, hi = lines.select(lo=pl.col(fact.event_ts).dt.year().min(),
+                              hi=pl.col(fact.event_ts).dt.year().max()).row(0)
+        ensure_dates(cur, lo, hi, settings.fiscal_year_start_month, run.run_id)
     c = run.entity(fact.entity.name)
-    c.loaded, c.merged = counts.inserted, counts.unchanged + counts.stale
+    columns = [*fact.natural_key, fact.event_ts, "date_key",
+               *[r.fact_column for r in fact.references], *fact.measures, fact.version]
+    stg = f"stg_{fact.name}"
+    with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
+        stored = stored_lines(cur, fact, lines, columns, stg, fact.dtypes)
+    month = pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32)
+    chunks = lines.drop("_seq").with_columns(_m=month).partition_by("_m", as_dict=True)
+    with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
+                    memory_limit=settings.duckdb_memory_limit,
+                    profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
+        for _month, chunk in sorted(chunks.items()):
+            with run.stage("lookup", chunk.height):
+                rows = lookup.keys(chunk.drop("_m")).select(
+                    *fact.natural_key,
+                    fact.event_ts,
+                    pl.col(fact.event_ts).dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"),
+                    *[r.fact_column for r in fact.references],
+                    *[expr.cast(fact.dtypes[k]).alias(k) for k, expr in fact.measures.items()],
+                    fact.version,
+                ).with_columns(pl.col(k).cast(pl.Int32) for k in fact.natural_key
+                               if k == "line_number")
+            counts = merge_facts(cur, fact, rows, run.run_id, stg, fact.dtypes,
+                                 stage=run.stage,
+                                 stored=stored.join(rows.select(fact.natural_key),
+                                                    on=list(fact.natural_key), how="semi"))
+            run.partitions += [p for p in counts.partitions if p not in run.partitions]
+            run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
+            c.loaded += counts.inserted
+            c.merged += counts.unchanged + counts.stale
 
 
 def _lock(cur, wait_seconds: float) -> None:

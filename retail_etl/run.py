@@ -57,12 +57,21 @@ class Run:
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
-        """Time a stage; the block may set `box['rows']`."""
+        """Time a stage; the block may set `box['rows']`. A stage run again (once per
+        partition, say) adds to its first entry."""
         box: dict = {"rows": rows}
         t0 = time.perf_counter()
         with console.status(f"run {self.run_id}: {name}"):
             yield box
-        self.stages.append(Stage(name, time.perf_counter() - t0, box["rows"], peak_rss_mb()))
+        seconds = time.perf_counter() - t0
+        same = next((s for s in self.stages if s.name == name), None)
+        if same is None:
+            self.stages.append(Stage(name, seconds, box["rows"], peak_rss_mb()))
+        else:
+            same.seconds += seconds
+            same.rows = None if same.rows is None and box["rows"] is None else (
+                (same.rows or 0) + (box["rows"] or 0))
+            same.peak_rss_mb = peak_rss_mb()
 
     def entity(self, name: str) -> EntityCounts:
         return self.counts.setdefault(name, EntityCounts(name))

@@ -72,8 +72,25 @@ class FactCounts:
     stale_stats: list[str]  # partitions changed enough to need fresh statistics
 
 
+def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame, columns: list[str],
+                 stg: str, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The stored fact lines with these natural keys (one query for the whole run)."""
+    nk = list(fact.natural_key)
+    copy_temp(cur.connection, f"{stg}_keys", keys.select(nk))
+    cur.execute(f"""
+        SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
+                          for c in columns)}
+        FROM {fact.table} f JOIN {stg}_keys k USING ({', '.join(nk)})
+    """)
+    return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
+        *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns],
+        pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
+    )
+
+
 def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg: str,
-                dtypes: dict[str, pl.DataType], stage=None) -> FactCounts:
+                dtypes: dict[str, pl.DataType], stage=None,
+                stored: pl.DataFrame | None = None) -> FactCounts:
     """rows: the run's final fact lines. A line already stored is replaced when the run's
     version is at least as new and differs (it may move to another partition); an older
     state is ignored. Every written line is COPYed once, straight into its partition:
@@ -81,7 +98,9 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
     the steps (compare, copy, index)."""
     stage = stage or _no_stage
     with stage("compare", rows.height):
-        write, replaced, cmp = _compare(cur, fact, rows, stg, dtypes)
+        if stored is None:
+            stored = stored_lines(cur, fact, rows, rows.columns, stg, dtypes)
+        write, replaced, cmp = _compare(fact, rows, stored)
     nk = list(fact.natural_key)
     conn = cur.connection
     if replaced.height:  # the old states leave their partition (each probed once)
@@ -133,22 +152,11 @@ def _no_stage(name, rows=None):
     yield {}
 
 
-def _compare(cur, fact: FactByPartition, rows: pl.DataFrame, stg: str,
-             dtypes: dict[str, pl.DataType]):
-    """(lines to write, stored lines they replace, the comparison) against what is stored."""
+def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
+    """(lines to write, stored lines they replace, the comparison)."""
     nk = list(fact.natural_key)
-    copy_temp(cur.connection, f"{stg}_keys", rows.select(nk))
     content = [c for c in rows.columns if c not in nk]
-    cur.execute(f"""
-        SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
-                          for c in rows.columns)}
-        FROM {fact.table} f JOIN {stg}_keys k USING ({', '.join(nk)})
-    """)
-    stored = pl.from_arrow(cur.fetch_arrow_table()).with_columns(
-        *[pl.col(c).cast(t) for c, t in dtypes.items()],
-        pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
-    )
-    cmp = rows.join(stored, on=nk, how="left", suffix="_old")
+    cmp = rows.join(stored.select(rows.columns), on=nk, how="left", suffix="_old")
     known = pl.col(f"{content[0]}_old").is_not_null()
     stale = known & (pl.col(fact.version) < pl.col(f"{fact.version}_old"))
     same = known & pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in content])

@@ -13,24 +13,18 @@ import polars as pl
 from retail_etl.spec import FactByPartition
 
 
-def lookup_keys(
-    facts: pl.DataFrame,
-    fact: FactByPartition,
-    versions: dict[str, pl.DataFrame],
-    *,
-    threads: int = 2,
-    memory_limit: str = "4GB",
-    profile_to: Path | None = None,
-) -> pl.DataFrame:
-    """facts with one `<fact_column>` key per reference; versions[dim name] is
-    [business key, surrogate key, lookup_from]."""
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+class AsOfLookup:
+    """One DuckDB session for a run's facts: the dimension versions are registered once,
+    then `keys(chunk)` is called per chunk (a month) of facts."""
+
+    def __init__(self, fact: FactByPartition, versions: dict[str, pl.DataFrame], *,
+                 threads: int = 2, memory_limit: str = "4GB", profile_to: Path | None = None):
+        self.fact = fact
+        self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+        self.con.execute("SET TimeZone = 'UTC'")
         if profile_to:
-            con.execute("PRAGMA enable_profiling = 'json'")
-            con.execute(f"PRAGMA profiling_output = '{profile_to}'")
-        con.register("facts", facts.to_arrow())
+            self.con.execute("PRAGMA enable_profiling = 'json'")
+            self.con.execute(f"PRAGMA profiling_output = '{profile_to}'")
         select, joins = ["f.*"], []
         for i, ref in enumerate(fact.references):
             dim = ref.dimension
@@ -38,18 +32,31 @@ def lookup_keys(
             if dim.name not in versions:  # no fact names this dimension: all point to -1
                 select.append(f"-1::INTEGER AS {ref.fact_column}")
                 continue
-            con.register(name, versions[dim.name].to_arrow())
+            self.con.register(name, versions[dim.name].to_arrow())
             joins.append(
                 f"ASOF LEFT JOIN {name} ON f.{ref.source_column} = {name}.{dim.business_key}"
                 f" AND f.{fact.event_ts} >= {name}.lookup_from"
             )
             select.append(f"coalesce({name}.{dim.surrogate_key}, -1)::INTEGER AS {ref.fact_column}")
-        sql = f"SELECT {', '.join(select)} FROM facts f {' '.join(joins)}"
-        out = pl.from_arrow(con.sql(sql).to_arrow_table())
-    finally:
-        con.close()
-    for ref in fact.references:  # inferred members are created first: a miss is a bug
-        miss = out.filter((pl.col(ref.fact_column) == -1) & pl.col(ref.source_column).is_not_null())
-        if miss.height:
-            raise AssertionError(f"{miss.height} facts found no {ref.dimension.name} version")
-    return out.with_columns(pl.col(fact.event_ts).dt.convert_time_zone("UTC"))
+        self.sql = f"SELECT {', '.join(select)} FROM facts f {' '.join(joins)}"
+
+    def keys(self, facts: pl.DataFrame) -> pl.DataFrame:
+        """facts with one `<fact_column>` key per reference."""
+        self.con.register("facts", facts.to_arrow())
+        out = pl.from_arrow(self.con.sql(self.sql).to_arrow_table())
+        self.con.unregister("facts")
+        for ref in self.fact.references:  # inferred members are created first: a miss is a bug
+            miss = out.filter((pl.col(ref.fact_column) == -1)
+                              & pl.col(ref.source_column).is_not_null())
+            if miss.height:
+                raise AssertionError(f"{miss.height} facts found no {ref.dimension.name} version")
+        return out.with_columns(pl.col(self.fact.event_ts).dt.convert_time_zone("UTC"))
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
