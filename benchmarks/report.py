@@ -16,7 +16,7 @@ LABELS = {
     "pandas_executemany": "pandas + SQLAlchemy to_sql (executemany)",
     "pandas_copy": "pandas + SQLAlchemy to_sql (COPY callable)",
 }
-FACT_STAGES = ("compare", "copy", "index")  # our load's fact write, compared with the raw COPY
+FACT_STAGES = ("stored", "compare", "copy", "index")  # our load's fact write, compared with the raw COPY
 PACKAGES = ("polars", "duckdb", "pyarrow", "adbc-driver-postgresql", "pandas", "sqlalchemy",
             "psycopg")
 
