@@ -63,7 +63,7 @@ class Prepared:
     """What the file stages produce for the database stages."""
 
     dims: dict[str, pl.DataFrame]  # dimension name -> incoming versions
-    facts: dict[str, pl.DataFrame]  # fact name -> deduplicated lines
+    facts: dict[str, FactInput]  # fact name -> deduplicated lines (on disk)
     rejects: pl.DataFrame
 
 
@@ -105,32 +105,44 @@ def load_drop(settings: Settings, source_dir: Path, *, profile: bool = False) ->
 
 
 def prepare(run: Run, source_dir: Path) -> Prepared:
+    """Extract, validate and deduplicate. Validation goes file by file and writes the valid
+    rows back to staging (fact rows split by month), so memory holds one file at a time;
+    dimensions are small and come back whole, facts stay on disk until the load."""
     entities = pipelines.ENTITIES
+    fact_of = {f.entity.name: f for f in pipelines.FACTS}
     with run.stage("extract") as st:
         extracted = extract(source_dir, entities, run.staging / "extract")
         st["rows"] = sum(x.rows for x in extracted.values())
-    valid: dict[str, pl.DataFrame] = {}
+    valid: dict[str, list[Path]] = {}
     rejects = []
     with run.stage("validate") as st:
+        st["rows"] = 0
         for entity in entities:
             ex = extracted[entity.name]
             counts = run.entity(entity.name)
             counts.read = ex.rows
-            if not ex.staged:
-                continue
-            raw = pl.scan_parquet(ex.staged)
-            plan = quality.validate(raw, entity)
-            good, bad = quality.split(run.profile.plan(f"validate_{entity.name}", plan).collect(),
-                                      raw)
-            counts.rejected = bad.height
-            valid[entity.name] = good
-            rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
-        st["rows"] = sum(v.height for v in valid.values())
+            out = run.staging / "valid" / entity.name
+            for path in ex.staged:
+                raw = pl.scan_parquet(path)
+                plan = run.profile.plan(f"validate_{entity.name}", quality.validate(raw, entity))
+                good, bad = quality.split(plan.collect(), raw)
+                counts.rejected += bad.height
+                st["rows"] += good.height
+                rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
+                fact = fact_of.get(entity.name)
+                parts = ({m: g for (m,), g in good.with_columns(_month(fact)).partition_by(
+                    "_m", as_dict=True, include_key=False).items()}
+                    if fact else {None: good})
+                for m, g in parts.items():
+                    target = out / (f"m={m}" if m else "") / path.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    g.write_parquet(target, compression="zstd")
+                    valid.setdefault(entity.name, []).append(target)
     dims, facts = {}, {}
     with run.stage("dedup") as st:
         for dim in pipelines.DIMENSIONS:
             if dim.entity.name in valid:
-                rows = valid[dim.entity.name]
+                rows = pl.read_parquet(valid[dim.entity.name])
                 versions = dedup.dimension_versions(rows.lazy(), dim).collect()
                 run.entity(dim.entity.name).duplicate = rows.height - versions.height
                 dims[dim.name] = versions.select(
@@ -142,13 +154,46 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
                 )
         for fact in pipelines.FACTS:
             if fact.entity.name in valid:
-                rows = valid[fact.entity.name]
-                lines = dedup.fact_lines(rows.lazy(), fact).collect()
-                run.entity(fact.entity.name).duplicate = rows.height - lines.height
-                facts[fact.name] = lines
+                paths = valid[fact.entity.name]
+                n = pl.scan_parquet(paths).select(pl.len()).collect().item()
+                winners = dedup.fact_winners(pl.scan_parquet(paths), fact).collect()
+                run.entity(fact.entity.name).duplicate = n - winners.height
+                facts[fact.name] = FactInput(paths, winners)
         st["rows"] = sum(d.height for d in dims.values()) + sum(f.height for f in facts.values())
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame()
     return Prepared(dims, facts, all_rejects)
+
+
+def _month(fact: FactByPartition) -> pl.Expr:
+    return pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m")
+
+
+@dataclass
+class FactInput:
+    """A fact's valid rows, on disk by month (`.../m=YYYYMM/*.parquet`), and the winners of
+    the dedup: [natural key..., _seq, _m] (narrow, in memory)."""
+
+    paths: list[Path]
+    winners: pl.DataFrame
+
+    @property
+    def height(self) -> int:
+        return self.winners.height
+
+    def month(self, m: int, fact: FactByPartition) -> pl.DataFrame:
+        """The winning lines of one month, version filled in (NULL: the event time)."""
+        files = [p for p in self.paths if p.parent.name == f"m={m}"]
+        return (pl.scan_parquet(files)
+                .join(self.winners.lazy().filter(pl.col("_m") == m).select("_seq"),
+                      on="_seq", how="semi")
+                .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
+                .collect())
+
+    def column(self, name: str) -> pl.DataFrame:
+        """One column of the winning lines."""
+        return (pl.scan_parquet(self.paths)
+                .join(self.winners.lazy().select("_seq"), on="_seq", how="semi")
+                .select(name).collect())
 
 
 # ---- database stages: one transaction, under the warehouse lock --------------------------
@@ -168,7 +213,7 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         st["rows"] = n
     checkpoint("merge:dimensions")
     for fact in pipelines.FACTS:
-        lines = p.facts.pop(fact.name, None)  # released as soon as the keyed rows exist
+        lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
             _fact(cur, run, fact, lines, versions, settings)
         del lines
@@ -220,7 +265,8 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
 def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:
     """[business key]: the ids the run's facts use."""
     ids = [
-        p.facts[fact.name].select(pl.col(ref.source_column).alias(dim.business_key))
+        p.facts[fact.name].column(ref.source_column).select(
+            pl.col(ref.source_column).alias(dim.business_key)).unique()
         for fact in pipelines.FACTS if fact.name in p.facts
         for ref in fact.references if ref.dimension is dim
     ]
@@ -263,27 +309,27 @@ def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
     return _typed(dim, pl.from_arrow(cur.fetch_arrow_table()))
 
 
-def _fact(cur, run: Run, fact: FactByPartition, lines: pl.DataFrame,
+def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
           versions: dict[str, pl.DataFrame], settings: Settings) -> None:
     """Lookup, compare and COPY month by month: the working set is one month's lines."""
+    months = sorted(lines.winners["_m"].unique().to_list())
     with run.stage("dates"):
-        lo, hi = lines.select(lo=pl.col(fact.event_ts).dt.year().min(),
-                              hi=pl.col(fact.event_ts).dt.year().max()).row(0)
-        ensure_dates(cur, lo, hi, settings.fiscal_year_start_month, run.run_id)
+        ensure_dates(cur, months[0] // 100, months[-1] // 100, settings.fiscal_year_start_month,
+                     run.run_id)
     c = run.entity(fact.entity.name)
     columns = [*fact.natural_key, fact.event_ts, "date_key",
                *[r.fact_column for r in fact.references], *fact.measures, fact.version]
     stg = f"stg_{fact.name}"
     with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
-        stored = stored_lines(cur, fact, lines, columns, stg, fact.dtypes)
-    month = pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32)
-    chunks = lines.drop("_seq").with_columns(_m=month).partition_by("_m", as_dict=True)
+        stored = stored_lines(cur, fact, lines.winners, columns, stg, fact.dtypes)
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
-        for _month, chunk in sorted(chunks.items()):
-            with run.stage("lookup", chunk.height):
-                rows = lookup.keys(chunk.drop("_m")).select(
+        for m in months:
+            with run.stage("lookup") as st:
+                chunk = lines.month(m, fact).drop("_seq")
+                st["rows"] = chunk.height
+                rows = lookup.keys(chunk).select(
                     *fact.natural_key,
                     fact.event_ts,
                     pl.col(fact.event_ts).dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"),

@@ -30,3 +30,16 @@ def fact_lines(valid: pl.LazyFrame, fact: FactByPartition) -> pl.LazyFrame:
         .select("_seq")
     )
     return valid.join(winners, on="_seq", how="semi")
+
+
+def fact_winners(valid: pl.LazyFrame, fact: FactByPartition) -> pl.LazyFrame:
+    """The winners of `fact_lines`, decided on narrow columns only:
+    [natural key..., _seq, _m (the event month, YYYYMM)]."""
+    version = pl.col(fact.version).fill_null(pl.col(fact.event_ts))
+    return (
+        valid.select(*fact.natural_key, version.alias("_v"), "_seq",
+                     pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m"))
+        .sort(["_v", "_seq"])
+        .unique(list(fact.natural_key), keep="last", maintain_order=False)
+        .drop("_v")
+    )
