@@ -180,11 +180,25 @@ class FactInput:
     def height(self) -> int:
         return self.winners.height
 
-    def month(self, m: int, fact: FactByPartition) -> pl.DataFrame:
-        """The winning lines of one month, version filled in (NULL: the event time)."""
-        files = [p for p in self.paths if p.parent.name == f"m={m}"]
+    def chunks(self, max_rows: int) -> list[list[int]]:
+        """Consecutive months grouped so that a group holds at most max_rows lines (a month
+        bigger than that is a group of its own): the unit of work of the fact load."""
+        sizes = self.winners.group_by("_m").len().sort("_m").rows()
+        groups: list[list[int]] = []
+        total = 0
+        for m, n in sizes:
+            if not groups or total + n > max_rows:
+                groups.append([])
+                total = 0
+            groups[-1].append(m)
+            total += n
+        return groups
+
+    def months(self, months: list[int], fact: FactByPartition) -> pl.DataFrame:
+        """The winning lines of these months, version filled in (NULL: the event time)."""
+        files = [p for p in self.paths if p.parent.name in {f"m={m}" for m in months}]
         return (pl.scan_parquet(files)
-                .join(self.winners.lazy().filter(pl.col("_m") == m).select("_seq"),
+                .join(self.winners.lazy().filter(pl.col("_m").is_in(months)).select("_seq"),
                       on="_seq", how="semi")
                 .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
                 .collect())
@@ -311,7 +325,8 @@ def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
 
 def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
           versions: dict[str, pl.DataFrame], settings: Settings) -> None:
-    """Lookup, compare and COPY month by month: the working set is one month's lines."""
+    """Lookup, compare and COPY by groups of months (settings.fact_chunk_rows lines at
+    most): the working set is bounded by that, not by the drop."""
     months = sorted(lines.winners["_m"].unique().to_list())
     with run.stage("dates"):
         ensure_dates(cur, months[0] // 100, months[-1] // 100, settings.fiscal_year_start_month,
@@ -325,9 +340,9 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
-        for m in months:
+        for group in lines.chunks(settings.fact_chunk_rows):
             with run.stage("lookup") as st:
-                chunk = lines.month(m, fact).drop("_seq")
+                chunk = lines.months(group, fact).drop("_seq")
                 st["rows"] = chunk.height
                 rows = lookup.keys(chunk).select(
                     *fact.natural_key,
