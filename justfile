@@ -14,3 +14,7 @@ lint:
 # The benchmark suite (volumes and references; see benchmarks/README.md).
 bench *ARGS:
     python3 -m benchmarks.run {{ARGS}}
+
+# Tuning sweeps (one knob at a time) -> benchmarks/results/sweeps.md
+sweep *ARGS:
+    python3 -m benchmarks.sweep {{ARGS}}

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     keep_staging: bool = Field(False, description="keep data/staging/<run> after success")
     duckdb_threads: int = Field(2, description="DuckDB threads for the as-of lookup")
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
-    fact_chunk_rows: int = Field(1_000_000, description="fact lines looked up and written "
+    fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
 
     @field_validator("fiscal_year_start_month")
