@@ -14,9 +14,9 @@ FACT_SALES = FactByPartition(
     event_ts="order_ts",
     version="updated_at",  # NULL: the sale's order_ts
     references=(
-        DimensionReference(DIM_PRODUCT, "product_id", "product_key", nullable=False),
-        DimensionReference(DIM_CUSTOMER, "customer_id", "customer_key", nullable=True),
-        DimensionReference(DIM_STORE, "store_id", "store_key", nullable=True),
+        DimensionReference(DIM_PRODUCT, "product_id", "product_key"),
+        DimensionReference(DIM_CUSTOMER, "customer_id", "customer_key"),
+        DimensionReference(DIM_STORE, "store_id", "store_key"),
     ),
     measures={
         "quantity": pl.col("quantity"),

@@ -294,7 +294,7 @@ def db_status() -> None:
     typer.echo(f"running: {c.dsn()}")
 
 
-def _rows(df) -> tuple[None, list[str], list[list]]:
+def _rows(df) -> tuple[list[str], list[list]]:
     return df.columns, [list(r) for r in df.iter_rows()]
 
 

@@ -4,7 +4,6 @@ Progress bars appear only when stderr is a terminal (never in tests or pipes).""
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -45,7 +44,3 @@ def table(title: str | None, columns: list[str], rows: list[list[object]]) -> No
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     out.print(t)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

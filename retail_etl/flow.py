@@ -130,7 +130,7 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
                 st["rows"] += good.height
                 rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
                 fact = fact_of.get(entity.name)
-                parts = ({m: g for (m,), g in good.with_columns(_month(fact)).partition_by(
+                parts = ({m: g for (m,), g in good.with_columns(fact.month()).partition_by(
                     "_m", as_dict=True, include_key=False).items()}
                     if fact else {None: good})
                 for m, g in parts.items():
@@ -155,26 +155,28 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
         for fact in pipelines.FACTS:
             if fact.entity.name in valid:
                 paths = valid[fact.entity.name]
-                n = pl.scan_parquet(paths).select(pl.len()).collect().item()
                 winners = dedup.fact_winners(pl.scan_parquet(paths), fact).collect()
-                run.entity(fact.entity.name).duplicate = n - winners.height
-                facts[fact.name] = FactInput(paths, winners)
+                counts = run.entity(fact.entity.name)
+                counts.duplicate = counts.read - counts.rejected - winners.height
+                ids = (pl.scan_parquet(paths)  # the ids the winning lines use, read once
+                       .join(winners.lazy().select("_seq"), on="_seq", how="semi")
+                       .select(r.source_column for r in fact.references).collect())
+                facts[fact.name] = FactInput(paths, winners, {
+                    c: ids[c].drop_nulls().unique() for c in ids.columns})
         st["rows"] = sum(d.height for d in dims.values()) + sum(f.height for f in facts.values())
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame()
     return Prepared(dims, facts, all_rejects)
 
 
-def _month(fact: FactByPartition) -> pl.Expr:
-    return pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m")
-
-
 @dataclass
 class FactInput:
-    """A fact's valid rows, on disk by month (`.../m=YYYYMM/*.parquet`), and the winners of
-    the dedup: [natural key..., _seq, _m] (narrow, in memory)."""
+    """A fact's valid rows, on disk by month (`.../m=YYYYMM/*.parquet`), the winners of
+    the dedup: [natural key..., _seq, _m] (narrow, in memory), and the distinct ids each
+    dimension reference uses."""
 
     paths: list[Path]
     winners: pl.DataFrame
+    ids: dict[str, pl.Series]
 
     @property
     def height(self) -> int:
@@ -203,12 +205,6 @@ class FactInput:
                 .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
                 .collect())
 
-    def column(self, name: str) -> pl.DataFrame:
-        """One column of the winning lines."""
-        return (pl.scan_parquet(self.paths)
-                .join(self.winners.lazy().select("_seq"), on="_seq", how="semi")
-                .select(name).collect())
-
 
 # ---- database stages: one transaction, under the warehouse lock --------------------------
 
@@ -230,7 +226,6 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
             _fact(cur, run, fact, lines, versions, settings)
-        del lines
         checkpoint("merge:facts")
         with run.stage("repoint") as st:
             st["rows"] = 0
@@ -258,7 +253,7 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
                                         "valid_from": pl.Datetime("us", "UTC"), "_seq": pl.Int64})
     conn = cur.connection
     ids = pl.concat([incoming.select(dim.business_key), referenced.select(dim.business_key)]).unique()
-    stored = _stored(cur, conn, dim, ids)
+    stored = _stored(cur, dim, ids)
     observed = _observed(cur, dim)
     cur.execute(f"SELECT greatest(max({dim.surrogate_key}), 0) + 1 FROM {dim.table}")
     next_key = cur.fetchone()[0]
@@ -279,14 +274,13 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
 def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:
     """[business key]: the ids the run's facts use."""
     ids = [
-        p.facts[fact.name].column(ref.source_column).select(
-            pl.col(ref.source_column).alias(dim.business_key)).unique()
+        p.facts[fact.name].ids[ref.source_column].alias(dim.business_key)
         for fact in pipelines.FACTS if fact.name in p.facts
         for ref in fact.references if ref.dimension is dim
     ]
     if not ids:
         return pl.DataFrame(schema={dim.business_key: pl.String})
-    return pl.concat(ids).drop_nulls().unique()
+    return pl.concat(ids).unique().to_frame()
 
 
 def _attrs_sql(dim: DimensionSCD2, alias: str) -> list[str]:
@@ -310,9 +304,9 @@ def _observed(cur, dim: DimensionSCD2) -> pl.DataFrame:
     return _typed(dim, pl.from_arrow(cur.fetch_arrow_table()))
 
 
-def _stored(cur, conn, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
+def _stored(cur, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
     """The stored versions of the given business keys (valid_to infinity as NULL)."""
-    copy_temp(conn, "stg_ids", ids)
+    copy_temp(cur.connection, "stg_ids", ids)
     B = dim.business_key
     cur.execute(f"""
         SELECT d.{dim.surrogate_key}::bigint AS {dim.surrogate_key}, d.{B},
@@ -334,9 +328,8 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
     c = run.entity(fact.entity.name)
     columns = [*fact.natural_key, fact.event_ts, "date_key",
                *[r.fact_column for r in fact.references], *fact.measures, fact.version]
-    stg = f"stg_{fact.name}"
     with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
-        stored = stored_lines(cur, fact, lines.winners, columns, stg, fact.dtypes)
+        stored = stored_lines(cur, fact, lines.winners, columns)
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
@@ -353,10 +346,9 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
                     fact.version,
                 ).with_columns(pl.col(k).cast(pl.Int32) for k in fact.natural_key
                                if k == "line_number")
-            counts = merge_facts(cur, fact, rows, run.run_id, stg, fact.dtypes,
-                                 stage=run.stage,
-                                 stored=stored.join(rows.select(fact.natural_key),
-                                                    on=list(fact.natural_key), how="semi"))
+            counts = merge_facts(cur, fact, rows, run.run_id, run.stage,
+                                 stored.join(rows.select(fact.natural_key),
+                                             on=list(fact.natural_key), how="semi"))
             run.partitions += [p for p in counts.partitions if p not in run.partitions]
             run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
             c.loaded += counts.inserted

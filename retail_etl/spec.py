@@ -71,8 +71,7 @@ class DimensionReference:
 
     dimension: DimensionSCD2
     source_column: str
-    fact_column: str
-    nullable: bool  # a NULL id points to the unknown member (-1)
+    fact_column: str  # a NULL id points to the unknown member (-1)
 
 
 @dataclass(frozen=True)
@@ -90,3 +89,7 @@ class FactByPartition:
     measures: dict[str, pl.Expr]
     dtypes: dict[str, pl.DataType]
     kind: str = field(default="fact_by_partition", init=False)
+
+    def month(self) -> pl.Expr:
+        """The partition month (YYYYMM, UTC) of each line, as `_m`."""
+        return pl.col(self.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m")

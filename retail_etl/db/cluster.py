@@ -5,7 +5,6 @@ initdb and pg_ctl refuse to run as root, so as root the server runs as the unpri
 
 from __future__ import annotations
 
-import getpass
 import os
 import pwd
 import shutil
@@ -227,7 +226,3 @@ def _make_reachable(path: Path) -> None:
         mode = p.stat().st_mode
         if not mode & 0o001:
             p.chmod(mode | 0o001)
-
-
-def current_user() -> str:
-    return getpass.getuser()

@@ -17,8 +17,6 @@ PATTERN = re.compile(r"\.(csv|csv\.gz|parquet)$", re.I)
 # load order inside a run: file number in the high bits, record number in the low bits
 LINE_BITS = 40
 
-META = ("_file", "_line", "_seq")
-
 
 @dataclass
 class Extracted:

@@ -3,7 +3,6 @@ fact lines inserted or replaced, facts of re-ranged versions re-pointed."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import adbc_driver_manager
@@ -72,10 +71,10 @@ class FactCounts:
     stale_stats: list[str]  # partitions changed enough to need fresh statistics
 
 
-def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame, columns: list[str],
-                 stg: str, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame,
+                 columns: list[str]) -> pl.DataFrame:
     """The stored fact lines with these natural keys (one query for the whole run)."""
-    nk = list(fact.natural_key)
+    nk, dtypes, stg = list(fact.natural_key), fact.dtypes, f"stg_{fact.name}"
     copy_temp(cur.connection, f"{stg}_keys", keys.select(nk))
     cur.execute(f"""
         SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
@@ -88,18 +87,15 @@ def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame, columns: list[s
     )
 
 
-def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg: str,
-                dtypes: dict[str, pl.DataType], stage=None,
-                stored: pl.DataFrame | None = None) -> FactCounts:
-    """rows: the run's final fact lines. A line already stored is replaced when the run's
-    version is at least as new and differs (it may move to another partition); an older
-    state is ignored. Every written line is COPYed once, straight into its partition:
-    months without a partition are built aside and attached. `stage(name, rows)` times
-    the steps (compare, copy, index)."""
-    stage = stage or _no_stage
+def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stage,
+                stored: pl.DataFrame) -> FactCounts:
+    """rows: final fact lines; stored: the stored lines with the same natural keys
+    (`stored_lines`). A line already stored is replaced when the run's version is at least
+    as new and differs (it may move to another partition); an older state is ignored.
+    Every written line is COPYed once, straight into its partition: months without a
+    partition are built aside and attached. `stage(name, rows)` times the steps."""
+    stg = f"stg_{fact.name}"
     with stage("compare", rows.height):
-        if stored is None:
-            stored = stored_lines(cur, fact, rows, rows.columns, stg, dtypes)
         write, replaced, cmp = _compare(fact, rows, stored)
     nk = list(fact.natural_key)
     conn = cur.connection
@@ -114,15 +110,12 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
     # the partitions the run changes: where lines are written or replaced lines left
     months = sorted(set(partitions.months(write["date_key"]))
                     | set(partitions.months(replaced["old_date_key"])))
-    have = partitions.existing_partitions(cur, fact.table)
+    sizes = partitions.existing_partitions(cur, fact.table)
     # statistics: new partitions, and old ones where the run changes over 5% of the rows
     # (below that the planner's picture still holds; autovacuum catches up on drift)
     changed = (pl.concat([write.select(m=pl.col("date_key") // 100),
                           replaced.select(m=pl.col("old_date_key") // 100)])
                .group_by("m").len())
-    cur.execute(f"SELECT c.oid::regclass::text, c.reltuples FROM pg_inherits i "
-                f"JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{fact.table}'::regclass")
-    sizes = dict(cur.fetchall())
     stale_stats = [f"{fact.table}_{m}" for m, n in changed.iter_rows()
                    if n > 0.05 * max(sizes.get(f"{fact.table}_{m}", 0), 0)]
     schema, table = fact.table.split(".")
@@ -132,7 +125,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
                 "_m", as_dict=True).items():
             part = part.drop("_m").to_arrow()
             name = f"{fact.table}_{m}"
-            if name in have:
+            if name in sizes:
                 _ingest(cur, part, schema, table)
             else:  # a month built aside: no index maintenance while it fills, WAL skipped
                 partitions.create_detached(cur, fact.table, m)
@@ -145,11 +138,6 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stg
                       stale=int(cmp["_stale"].sum()),
                       partitions=[f"{fact.table}_{m}" for m in months],
                       stale_stats=stale_stats)
-
-
-@contextmanager
-def _no_stage(name, rows=None):
-    yield {}
 
 
 def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):

@@ -17,18 +17,18 @@ def bounds(yyyymm: int) -> tuple[int, int]:
     return yyyymm * 100 + 1, nxt * 100 + 1
 
 
-def existing_partitions(cur, table: str) -> set[str]:
-    cur.execute(f"SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = '{table}'::regclass")
-    return {r[0] for r in cur.fetchall()}
+def existing_partitions(cur, table: str) -> dict[str, float]:
+    """The partitions of a table with their estimated row counts (pg_class.reltuples)."""
+    cur.execute(f"SELECT c.oid::regclass::text, c.reltuples FROM pg_inherits i "
+                f"JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{table}'::regclass")
+    return dict(cur.fetchall())
 
 
-def create_detached(cur, table: str, yyyymm: int) -> str:
+def create_detached(cur, table: str, yyyymm: int) -> None:
     """A new month partition built aside: a plain table shaped like the parent (no indexes
     yet, so the bulk insert does not maintain them; created in this transaction, so with
     wal_level=minimal its data skips the WAL)."""
-    name = f"{table}_{yyyymm}"
-    cur.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-    return name
+    cur.execute(f"CREATE TABLE {table}_{yyyymm} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
 
 
 def attach(cur, table: str, name: str, yyyymm: int) -> None:

@@ -18,27 +18,13 @@ def dimension_versions(valid: pl.LazyFrame, dim: DimensionSCD2) -> pl.LazyFrame:
     )
 
 
-def fact_lines(valid: pl.LazyFrame, fact: FactByPartition) -> pl.LazyFrame:
-    """One row per natural key: the latest version wins (a NULL version is the event time);
-    on a tie, the last in load order."""
-    valid = valid.with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
-    # decide on the narrow columns only, then keep the winners (no sort of the wide rows)
-    winners = (
-        valid.select(*fact.natural_key, fact.version, "_seq")
-        .sort([fact.version, "_seq"])
-        .unique(list(fact.natural_key), keep="last", maintain_order=False)
-        .select("_seq")
-    )
-    return valid.join(winners, on="_seq", how="semi")
-
-
 def fact_winners(valid: pl.LazyFrame, fact: FactByPartition) -> pl.LazyFrame:
-    """The winners of `fact_lines`, decided on narrow columns only:
+    """One row per natural key: the latest version wins (a NULL version is the event time);
+    on a tie, the last in load order. Decided on narrow columns only:
     [natural key..., _seq, _m (the event month, YYYYMM)]."""
     version = pl.col(fact.version).fill_null(pl.col(fact.event_ts))
     return (
-        valid.select(*fact.natural_key, version.alias("_v"), "_seq",
-                     pl.col(fact.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m"))
+        valid.select(*fact.natural_key, version.alias("_v"), "_seq", fact.month())
         .sort(["_v", "_seq"])
         .unique(list(fact.natural_key), keep="last", maintain_order=False)
         .drop("_v")
