@@ -20,6 +20,7 @@ DIM_CUSTOMER = DimensionSCD2(
         "state": pl.col("state"),
         "country": pl.col("country"),
         "join_date": pl.col("join_date"),
+        "is_deleted": pl.col("is_deleted").fill_null(False),
     },
-    dtypes={"join_date": pl.Date},
+    dtypes={"join_date": pl.Date, "is_deleted": pl.Boolean},
 )

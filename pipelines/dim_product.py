@@ -15,6 +15,7 @@ DIM_PRODUCT = DimensionSCD2(
         "subcategory": pl.col("subcategory"),
         "brand": pl.col("brand"),
         "price": pl.col("unit_price"),
+        "is_deleted": pl.col("is_deleted").fill_null(False),
     },
-    dtypes={"price": pl.Decimal(12, 2)},
+    dtypes={"price": pl.Decimal(12, 2), "is_deleted": pl.Boolean},
 )

@@ -10,8 +10,9 @@ DIM_STORE = DimensionSCD2(
     surrogate_key="store_key",
     business_key="store_id",
     attributes={
-        c: pl.col(c)
-        for c in ("store_name", "store_type", "city", "state", "country", "manager", "opened_date")
+        **{c: pl.col(c) for c in ("store_name", "store_type", "city", "state", "country",
+                                  "manager", "opened_date")},
+        "is_deleted": pl.col("is_deleted").fill_null(False),
     },
-    dtypes={"opened_date": pl.Date},
+    dtypes={"opened_date": pl.Date, "is_deleted": pl.Boolean},
 )

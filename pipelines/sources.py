@@ -3,21 +3,23 @@
 from retail_etl.spec import Column, Entity, id_, text
 
 UPDATED_AT = Column("updated_at", "timestamp", required=True)
+# optional: a source that soft-deletes (or a snapshot that lost the key) says so here
+IS_DELETED = Column("is_deleted", "bool")
 
 PRODUCTS = Entity("products", (
     id_("product_id"), text("product_name"), text("category"), text("subcategory"),
-    text("brand"), Column("unit_price", "decimal", min=0), UPDATED_AT,
+    text("brand"), Column("unit_price", "decimal", min=0), UPDATED_AT, IS_DELETED,
 ))
 
 CUSTOMERS = Entity("customers", (
     id_("customer_id"), text("first_name"), text("last_name"), Column("email", "email"),
     text("segment"), text("city"), text("state"), Column("country", "country"),
-    Column("join_date", "date"), UPDATED_AT,
+    Column("join_date", "date"), UPDATED_AT, IS_DELETED,
 ))
 
 STORES = Entity("stores", (
     id_("store_id"), text("store_name"), text("store_type"), text("city"), text("state"),
-    Column("country", "country"), text("manager"), Column("opened_date", "date"), UPDATED_AT,
+    Column("country", "country"), text("manager"), Column("opened_date", "date"), UPDATED_AT, IS_DELETED,
 ))
 
 SALES = Entity("sales", (

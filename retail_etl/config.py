@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,8 +24,36 @@ def config_file() -> Path:
     return Path(os.environ.get("RETAIL_ETL_CONFIG", "retail_etl.toml"))
 
 
+class FilesSource(BaseModel):
+    """A directory of file drops (CONTRACT.md section 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["files"]
+    dir: Path = Field(description="the drop directory")
+
+
+class PostgresSource(BaseModel):
+    """An operational PostgreSQL database, pulled incrementally (see retail_etl/extract/oltp.py).
+    `tables` renames the operational tables, `columns.<table>` their columns, for a schema
+    laid out like ours under other names."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["postgres"]
+    dsn: str | None = Field(None, description="source DSN; default: `database` on the local cluster")
+    database: str = Field("retail_oltp", description="database on the local cluster")
+    partitions: int = Field(2, ge=1, le=64, description="ConnectorX partitions per table")
+    overlap_seconds: float = Field(300.0, ge=0, description="re-read window below the "
+                                   "watermark, for transactions that commit late")
+    tables: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+Source = Annotated[FilesSource | PostgresSource, Field(discriminator="kind")]
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RETAIL_ETL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RETAIL_ETL_", extra="ignore",
+                                      env_nested_delimiter="__")
 
     dsn: str | None = Field(None, description="warehouse DSN; default: the local cluster")
     data_dir: Path = Field(Path("data"), description="raw, staging, rejects, pg/ live here")
@@ -36,6 +64,8 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
     fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
+    sources: dict[str, Source] = Field(default_factory=dict, description="the configured "
+                                       "sources, loaded in this order by `retail-etl load`")
 
     @field_validator("fiscal_year_start_month")
     @classmethod

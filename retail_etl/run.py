@@ -39,6 +39,7 @@ class EntityCounts:
     rejected: int = 0
     duplicate: int = 0
     inferred: int = 0
+    deleted: int = 0  # fact lines removed, keys closed: not rows read
 
     def balanced(self) -> bool:
         return self.read == self.loaded + self.merged + self.rejected + self.duplicate
@@ -109,9 +110,11 @@ def record_success(cur, run: Run) -> None:
     """Inside the run's transaction: the counts, the stages and status ok commit with the data."""
     for c in run.counts.values():
         cur.execute(
-            "INSERT INTO etl.run_entities VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO etl.run_entities (run_id, entity, rows_read, rows_loaded, "
+            "rows_merged, rows_rejected, rows_duplicate, rows_inferred, rows_deleted) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             parameters=(run.run_id, c.entity, c.read, c.loaded, c.merged, c.rejected,
-                        c.duplicate, c.inferred),
+                        c.duplicate, c.inferred, c.deleted),
         )
     record_stages(cur, run)
     cur.execute(

@@ -8,7 +8,7 @@ from typing import Literal
 
 import polars as pl
 
-Kind = Literal["id", "text", "email", "country", "date", "timestamp", "decimal", "int"]
+Kind = Literal["id", "text", "email", "country", "date", "timestamp", "decimal", "int", "bool"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ _DECIMAL = r"^[+-]?(\d{1,10}(\.\d{0,2}0*)?|\.\d{1,2}0*)$"
 _INT = r"^[+-]?\d{1,10}$"
 _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+_BOOLS = {"true": True, "t": True, "1": True, "yes": True, "y": True,
+          "false": False, "f": False, "0": False, "no": False, "n": False}
 
 
 def parse_timestamp(c: pl.Expr) -> pl.Expr:
@@ -48,6 +50,10 @@ def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
         value = pl.when(cleaned.str.contains(_DATE)).then(cleaned).str.to_date(
             "%Y-%m-%d", strict=False)
         rules.append((f"{col.name}:not_a_date", cleaned.is_not_null() & parsed.is_null()))
+    elif col.kind == "bool":
+        value = cleaned.str.to_lowercase().replace_strict(
+            list(_BOOLS), list(_BOOLS.values()), default=None, return_dtype=pl.Boolean)
+        rules.append((f"{col.name}:not_a_boolean", cleaned.is_not_null() & parsed.is_null()))
     elif col.kind == "timestamp":
         value = parse_timestamp(cleaned)
         rules.append((f"{col.name}:not_a_timestamp", cleaned.is_not_null() & parsed.is_null()))

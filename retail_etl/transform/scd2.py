@@ -34,6 +34,11 @@ def signature(columns: list[str]) -> pl.Expr:
     return pl.concat_str(parts, separator="|")
 
 
+def _unknown(dtype: pl.DataType) -> pl.Expr:
+    """An inferred member's attribute: unknown (NULL), but a flag is false (not deleted)."""
+    return pl.lit(False if dtype == pl.Boolean else None, dtype)
+
+
 @dataclass
 class Scd2Result:
     history: pl.DataFrame   # every version of the touched keys after this run (+ inferred)
@@ -112,7 +117,7 @@ def diff(
         pl.int_range(next_key, next_key + unknown.height, dtype=pl.Int64).alias(K))
     next_key += unknown.height
     inferred = unknown.select(
-        K, B, *[pl.lit(None, dim.dtypes.get(a, pl.String)).alias(a) for a in A],
+        K, B, *[_unknown(dim.dtypes.get(a, pl.String)).alias(a) for a in A],
         # no source row says when it began: the beginning of time, whatever the drop order
         pl.lit(BEGINNING).alias("valid_from"),
         pl.lit(None, pl.Datetime("us", "UTC")).alias("valid_to"),

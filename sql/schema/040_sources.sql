@@ -1,0 +1,25 @@
+-- Incremental sources (issue 3): deletions and the keys each source has shown.
+
+-- A deleted key (soft-deleted by its source, or gone from it) gets a version that says so:
+-- its ranges stay gapless, one version stays current, and its sales keep their versions.
+ALTER TABLE dw.dim_product ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE dw.dim_customer ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE dw.dim_store ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE etl.dim_product_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE etl.dim_customer_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE etl.dim_store_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
+
+-- Rows a run removed: fact lines of cancelled orders and deleted lines, dimension keys a
+-- source no longer has. Not part of the conservation check (they are not rows read).
+ALTER TABLE etl.run_entities ADD COLUMN IF NOT EXISTS rows_deleted bigint NOT NULL DEFAULT 0;
+
+-- The business keys each incremental source has delivered, per entity: a key that leaves the
+-- source is closed only if this source delivered it (a key from a file drop is left alone).
+CREATE TABLE IF NOT EXISTS etl.source_keys (
+    source text NOT NULL,
+    entity text NOT NULL,
+    key    text NOT NULL,
+    PRIMARY KEY (source, entity, key)
+);
+
+ALTER TABLE etl.watermarks ADD COLUMN IF NOT EXISTS updated_at timestamptz;
