@@ -13,6 +13,7 @@ FACT_SALES = FactByPartition(
     natural_key=("order_id", "line_number"),
     event_ts="order_ts",
     version="updated_at",  # NULL: the sale's order_ts
+    document=("order_id",),
     references=(
         DimensionReference(DIM_PRODUCT, "product_id", "product_key"),
         DimensionReference(DIM_CUSTOMER, "customer_id", "customer_key"),

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from retail_etl import __version__, console
-from retail_etl.config import load_settings
+from retail_etl.config import config_file, load_settings
 from retail_etl.errors import EtlError
 
 app = typer.Typer(
@@ -87,7 +87,14 @@ def _dsn(dsn: str | None) -> str:
 @app.command()
 @handled
 def load(
-    source_dir: Annotated[Path, typer.Option("--source-dir", "-s", help="The drop directory.")],
+    source_dir: Annotated[Path | None, typer.Option(
+        "--source-dir", "-s", help="Load this drop directory only.", show_default=False)] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", help="Load this configured source only (repeatable).",
+        show_default=False)] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Database sources: read every row, not only the changes since the "
+        "watermark (a snapshot; also finds lines deleted without their order changing).")] = False,
     dsn: DsnOpt = None,
     keep_staging: Annotated[bool, typer.Option(help="Keep data/staging/<run> afterwards.")] = False,
     profile: Annotated[bool, typer.Option(
@@ -95,16 +102,30 @@ def load(
         "PostgreSQL statement timings to data/profiles/<run>/.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load one file drop (products*, customers*, stores*, sales* as CSV, CSV.gz or Parquet)
-    into the warehouse, in one transaction.
+    """Load every configured source (retail_etl.toml), or the ones named, or one file drop
+    (products*, customers*, stores*, sales* as CSV, CSV.gz or Parquet), into the warehouse
+    in one run and one transaction.
 
     Example:
+        retail-etl load
+        retail-etl load --source shop --full
         retail-etl load --source-dir data/raw/drop_001
     """
-    from retail_etl.flow import load_drop
+    from retail_etl.config import FilesSource
+    from retail_etl.flow import load as load_sources
 
     settings = load_settings(dsn=dsn, keep_staging=keep_staging or None)
-    run = load_drop(settings, source_dir, profile=profile)
+    if source_dir is not None and source:
+        raise typer.BadParameter("give --source-dir or --source, not both")
+    if source_dir is not None:
+        sources = {"files": FilesSource(kind="files", dir=source_dir)}
+    else:
+        unknown = [n for n in source or [] if n not in settings.sources]
+        if unknown:
+            raise EtlError(f"no source named {unknown[0]!r} in {config_file()}",
+                           hint="configured: " + (", ".join(settings.sources) or "none"))
+        sources = {n: c for n, c in settings.sources.items() if not source or n in source}
+    run = load_sources(settings, sources, full=full, profile=profile)
     summary = run.summary()
     if as_json:
         console.out.print_json(json.dumps(summary, default=str))
@@ -116,8 +137,9 @@ def load(
 def _summary_line(run) -> str:
     parts = []
     for c in run.counts.values():
-        if c.read or c.inferred:
-            extra = f", {c.inferred} inferred" if c.inferred else ""
+        if c.read or c.inferred or c.deleted:
+            extra = (f", {c.inferred} inferred" if c.inferred else "") + (
+                f", {c.deleted} deleted" if c.deleted else "")
             parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} merged, "
                          f"{c.rejected} rejected, {c.duplicate} duplicates{extra}")
     return (f"run {run.run_id} ok in {run.seconds:.1f}s; {'; '.join(parts)}; "
@@ -173,6 +195,41 @@ def demo(
     dsn = _dsn(None)
     console.table("Monthly revenue by category (last 3 months)",
                   *_rows(queries.kpi_monthly_revenue(dsn)))
+
+
+@app.command()
+@handled
+def sources(
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the configured sources (retail_etl.toml) and the watermarks the warehouse holds
+    for each table of the database sources.
+
+    Example:
+        retail-etl sources
+    """
+    import polars as pl
+
+    from retail_etl import queries
+    from retail_etl.config import FilesSource
+    from retail_etl.db.connect import redact
+
+    settings = load_settings(dsn=dsn)
+    marks = queries.watermarks(_dsn(dsn))
+    rows = []
+    for name, cfg in settings.sources.items():
+        where = (str(cfg.dir) if isinstance(cfg, FilesSource)
+                 else redact(cfg.dsn) if cfg.dsn else f"local cluster, database {cfg.database}")
+        mine = marks.filter(pl.col("source") == name)
+        for m in mine.iter_rows(named=True) if mine.height else [{}]:
+            rows.append({"source": name, "kind": cfg.kind, "location": where,
+                         "table": m.get("table"), "watermark": m.get("watermark"),
+                         "tiebreak": m.get("tiebreak"), "run": m.get("run")})
+    if not rows:
+        console.info(f"no sources configured in {config_file()}")
+        return
+    _render(pl.DataFrame(rows), f"Sources ({config_file()})", as_json)
 
 
 @app.command()

@@ -44,6 +44,8 @@ class PostgresSource(BaseModel):
     partitions: int = Field(2, ge=1, le=64, description="ConnectorX partitions per table")
     overlap_seconds: float = Field(300.0, ge=0, description="re-read window below the "
                                    "watermark, for transactions that commit late")
+    cancelled_statuses: list[str] = Field(["cancelled"], description="order statuses "
+                                          "whose lines leave the fact table")
     tables: dict[str, str] = Field(default_factory=dict)
     columns: dict[str, dict[str, str]] = Field(default_factory=dict)
 

@@ -21,6 +21,12 @@ class ConfigError(EtlError):
     """A bad setting, flag or environment variable."""
 
 
+class UsageError(EtlError):
+    """A command given without what it needs (exit 2, like a bad flag)."""
+
+    exit_code = 2
+
+
 class InputError(EtlError):
     """A source drop that cannot be read: missing directory, file, column, bad encoding."""
 

@@ -3,6 +3,7 @@ in one transaction) SCD2 diff -> as-of lookup -> COPY -> merge -> ledger -> comm
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -15,12 +16,15 @@ import polars as pl
 
 import pipelines
 from retail_etl import console
-from retail_etl.config import SQL_DIR, Settings
+from retail_etl.config import SQL_DIR, FilesSource, PostgresSource, Settings, Source
+from retail_etl.db.cluster import Cluster
 from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
-from retail_etl.errors import EtlError, LockTimeout
-from retail_etl.extract.files import extract
+from retail_etl.errors import ConfigError, EtlError, LockTimeout, UsageError
+from retail_etl.extract.files import Extracted, extract
+from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_marks
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import (
+    delete_documents,
     merge_dimension,
     merge_facts,
     merge_observed,
@@ -65,22 +69,43 @@ class Prepared:
     dims: dict[str, pl.DataFrame]  # dimension name -> incoming versions
     facts: dict[str, FactInput]  # fact name -> deduplicated lines (on disk)
     rejects: pl.DataFrame
+    pulls: list[OltpExtract]  # what the database sources said beyond rows: marks, deletes
 
 
 def load_drop(settings: Settings, source_dir: Path, *, profile: bool = False) -> Run:
+    """Load one file drop (`retail-etl load --source-dir DIR`)."""
+    return load(settings, {"files": FilesSource(kind="files", dir=source_dir)}, profile=profile)
+
+
+def source_dsn(settings: Settings, name: str, cfg: PostgresSource) -> str:
+    if cfg.dsn:
+        if not cfg.dsn.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(f"sources.{name}.dsn is not a postgresql:// URL")
+        return cfg.dsn
+    return Cluster(settings.pg_dir).dsn(cfg.database)
+
+
+def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
+         profile: bool = False) -> Run:
+    """One run over the given sources (in this order), in one transaction."""
+    if not sources:
+        raise UsageError("no sources to load", hint="pass --source-dir DIR, or declare "
+                          "[sources.NAME] in retail_etl.toml (see README)")
     dsn = resolve_dsn(settings)
     ledger = connect(dsn, autocommit=True)
     conn = connect(dsn)
+    label = (f"files:{sources['files'].dir}" if list(sources) == ["files"]
+             else "+".join(sources) + (" (full)" if full else ""))
     try:
         apply_schema(conn, SQL_DIR)
-        run = open_run(ledger, f"files:{source_dir}", settings.staging_dir)
+        run = open_run(ledger, label, settings.staging_dir)
         run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
                               if profile else None)
         try:
             with run.profile.cursor(conn.cursor()) as cur:
                 _lock(cur, settings.lock_wait_seconds)
                 mark_killed(cur, run.run_id)
-                prepared = prepare(run, source_dir)
+                prepared = prepare(run, cur, settings, sources, full)
                 write(cur, run, prepared, settings)
                 checkpoint("commit")
                 record_success(cur, run)
@@ -104,14 +129,39 @@ def load_drop(settings: Settings, source_dir: Path, *, profile: bool = False) ->
 # ---- file stages: no database -----------------------------------------------------------
 
 
-def prepare(run: Run, source_dir: Path) -> Prepared:
+def extract_all(run: Run, cur, settings: Settings, sources: dict[str, Source],
+                full: bool) -> tuple[dict[str, Extracted], list[OltpExtract]]:
+    """Every source staged as the contract's entities; files numbered in source order."""
+    entities = pipelines.ENTITIES
+    extracted = {e.name: Extracted(e) for e in entities}
+    pulls, file_no = [], 1
+    for name, cfg in sources.items():
+        stage = run.staging / "extract"
+        if isinstance(cfg, FilesSource):
+            got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1)
+        else:
+            reader = Reader(name, cfg, source_dsn(settings, name, cfg))
+            pull = extract_oltp(reader, {e.name: e for e in entities}, read_marks(cur, name),
+                                stage, file_no, full=full)
+            pulls.append(pull)
+            got = pull.extracted
+        for entity, ex in got.items():
+            extracted[entity].staged += ex.staged
+            extracted[entity].files += ex.files
+            extracted[entity].rows += ex.rows
+        file_no += sum(len(ex.staged) for ex in got.values())
+    return extracted, pulls
+
+
+def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
+            full: bool = False) -> Prepared:
     """Extract, validate and deduplicate. Validation goes file by file and writes the valid
     rows back to staging (fact rows split by month), so memory holds one file at a time;
     dimensions are small and come back whole, facts stay on disk until the load."""
     entities = pipelines.ENTITIES
     fact_of = {f.entity.name: f for f in pipelines.FACTS}
     with run.stage("extract") as st:
-        extracted = extract(source_dir, entities, run.staging / "extract")
+        extracted, pulls = extract_all(run, cur, settings, sources, full)
         st["rows"] = sum(x.rows for x in extracted.values())
     valid: dict[str, list[Path]] = {}
     rejects = []
@@ -165,7 +215,7 @@ def prepare(run: Run, source_dir: Path) -> Prepared:
                     c: ids[c].drop_nulls().unique() for c in ids.columns})
         st["rows"] = sum(d.height for d in dims.values()) + sum(f.height for f in facts.values())
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame()
-    return Prepared(dims, facts, all_rejects)
+    return Prepared(dims, facts, all_rejects, pulls)
 
 
 @dataclass
@@ -212,6 +262,7 @@ class FactInput:
 def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
     versions: dict[str, pl.DataFrame] = {}
     repoint: dict[str, bool] = {}
+    gone = _closed_keys(cur, run, p)
     with run.stage("scd2") as st:
         n = 0
         for dim in pipelines.DIMENSIONS:
@@ -226,6 +277,12 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
             _fact(cur, run, fact, lines, versions, settings)
+        docs = [x.documents for x in p.pulls if x.documents.height] if fact.document else []
+        if docs:
+            with run.stage("deletes") as st:
+                st["rows"] = delete_documents(cur, fact, pl.concat(docs),
+                                              lines is not None and lines.height > 0)
+                run.entity(fact.entity.name).deleted += st["rows"]
         checkpoint("merge:facts")
         with run.stage("repoint") as st:
             st["rows"] = 0
@@ -233,6 +290,7 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 if repoint.get(ref.dimension.name):
                     st["rows"] += repoint_facts(cur, fact, ref.dimension, ref.fact_column,
                                                 run.run_id, f"stg_{ref.dimension.name}")
+    _remember_sources(cur, run, p, gone)
     if p.rejects.height:
         with run.stage("rejects", p.rejects.height):
             copy_temp(cur.connection, "stg_rejects", p.rejects)
@@ -240,6 +298,75 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 INSERT INTO etl.rejects (run_id, entity, file, line, rules, row)
                 SELECT {run.run_id}, entity, file, line, rules, row::jsonb FROM stg_rejects
             """)
+
+
+def _closed_keys(cur, run: Run, p: Prepared) -> dict[tuple[str, str], pl.Series]:
+    """Keys a database source delivered before and no longer has (hard deletes): each gets
+    a version that says so, with the attributes of its current one, from the moment the
+    source was read (no row says when it went). Returns them per (source, entity)."""
+    gone = {}
+    for pull in p.pulls:
+        for dim in pipelines.DIMENSIONS:
+            entity, B = dim.entity.name, dim.business_key
+            if entity not in pull.present:
+                continue
+            copy_temp(cur.connection, "stg_present", pull.present[entity].to_frame("key"))
+            cur.execute(f"""
+                SELECT d.{B}, {', '.join(_attrs_sql(dim, 'd'))}, d.valid_from
+                FROM etl.source_keys k JOIN {dim.table} d ON d.{B} = k.key
+                WHERE k.source = '{pull.source}' AND k.entity = '{entity}'
+                  AND NOT EXISTS (SELECT 1 FROM stg_present p WHERE p.key = k.key)
+                  AND d.is_current AND NOT d.is_inferred AND NOT d.is_deleted
+            """)
+            current = _typed(dim, pl.from_arrow(cur.fetch_arrow_table()))
+            gone[(pull.source, entity)] = current[B]
+            if current.height == 0:
+                continue
+            one_us = pl.duration(microseconds=1)
+            tombstones = current.with_columns(
+                is_deleted=pl.lit(True),
+                valid_from=pl.max_horizontal(pl.lit(pull.hi).dt.convert_time_zone("UTC"),
+                                             pl.col("valid_from") + one_us),
+                _seq=pl.int_range(pl.len(), dtype=pl.Int64) + (1 << 62),  # last in load order
+            )
+            incoming = p.dims.get(dim.name)
+            p.dims[dim.name] = (tombstones if incoming is None else
+                                pl.concat([incoming, tombstones.select(incoming.columns)]))
+            counts = run.entity(entity)
+            counts.read += tombstones.height
+            counts.deleted += tombstones.height
+    return gone
+
+
+def _remember_sources(cur, run: Run, p: Prepared, gone: dict) -> None:
+    """The keys each database source delivered, and its new watermarks: committed with the
+    data they describe, so a failed run reads the same rows again."""
+    for pull in p.pulls:
+        for entity, keys in pull.delivered.items():
+            copy_temp(cur.connection, "stg_delivered", keys.unique().to_frame("key"))
+            cur.execute(f"""
+                INSERT INTO etl.source_keys (source, entity, key)
+                SELECT '{pull.source}', '{entity}', key FROM stg_delivered WHERE key IS NOT NULL
+                ON CONFLICT DO NOTHING
+            """)
+            closed = gone.get((pull.source, entity))
+            if closed is not None and closed.len():
+                copy_temp(cur.connection, "stg_closed", closed.to_frame("key"))
+                cur.execute(f"""
+                    DELETE FROM etl.source_keys k USING stg_closed c
+                    WHERE k.source = '{pull.source}' AND k.entity = '{entity}' AND k.key = c.key
+                """)
+        for m in pull.marks:
+            cur.execute("""
+                INSERT INTO etl.watermarks (source, entity, watermark, tiebreak, run_id, updated_at)
+                VALUES ($1, $2, $3, $4, $5, now())
+                ON CONFLICT (source, entity) DO UPDATE SET watermark = excluded.watermark,
+                    tiebreak = excluded.tiebreak, run_id = excluded.run_id,
+                    updated_at = excluded.updated_at
+                WHERE (etl.watermarks.watermark, etl.watermarks.tiebreak)
+                      IS DISTINCT FROM (excluded.watermark, excluded.tiebreak)
+            """, parameters=(pull.source, m.table, m.ts, json.dumps(m.key, default=str),
+                             run.run_id))
 
 
 def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):

@@ -23,7 +23,8 @@ def runs(dsn: str, limit: int = 20) -> pl.DataFrame:
                round(extract(epoch FROM r.ended_at - r.started_at)::numeric, 1)::float8 AS seconds,
                coalesce(e.entity, left(r.error, 60)) AS entity, e.rows_read AS read,
                e.rows_loaded AS loaded, e.rows_merged AS merged, e.rows_rejected AS rejected,
-               e.rows_duplicate AS duplicates, e.rows_inferred AS inferred
+               e.rows_duplicate AS duplicates, e.rows_inferred AS inferred,
+               e.rows_deleted AS deleted
         FROM (SELECT * FROM etl.runs ORDER BY run_id DESC LIMIT $1) r
         LEFT JOIN etl.run_entities e USING (run_id)
         ORDER BY r.run_id DESC, e.entity
@@ -57,3 +58,27 @@ def kpi_monthly_revenue(dsn: str, limit: int = 24) -> pl.DataFrame:
                                       ORDER BY 1 DESC, 2 DESC LIMIT 3)
               ORDER BY year, month, revenue DESC LIMIT $1) t
     """, (limit,))
+
+
+def watermarks(dsn: str) -> pl.DataFrame:
+    """Every stored watermark; empty for a warehouse no run has touched yet."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('etl.watermarks') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return pl.DataFrame(schema={"source": pl.String, "table": pl.String,
+                                            "watermark": pl.String, "tiebreak": pl.String,
+                                            "run": pl.Int64, "stored": pl.String})
+            cur.execute("""
+                SELECT source, entity AS table,
+                       to_char(watermark AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || 'Z'
+                           AS watermark,
+                       tiebreak, run_id AS run,
+                       to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || 'Z'
+                           AS stored
+                FROM etl.watermarks ORDER BY source, entity
+            """)
+            return pl.from_arrow(cur.fetch_arrow_table())
+    finally:
+        conn.close()

@@ -88,6 +88,9 @@ class FactByPartition:
     references: tuple[DimensionReference, ...]
     measures: dict[str, pl.Expr]
     dtypes: dict[str, pl.DataType]
+    # the natural key's prefix naming a document (an order): a source that sends a document
+    # whole lets its missing lines, or all of them if it was cancelled, leave the table
+    document: tuple[str, ...] = ()
     kind: str = field(default="fact_by_partition", init=False)
 
     def month(self) -> pl.Expr:

@@ -94,7 +94,10 @@ def test_bad_setting_names_it(tmp_path):
 
 
 def test_usage_error_exits_2():
-    assert cli("load").exit_code == 2
+    result = cli("load")  # no --source-dir and no configured source
+    assert result.exit_code == 2
+    assert "Error: no sources to load" in result.output
+    assert cli("load", "--bogus").exit_code == 2
 
 
 def test_load_runs_and_rejects_commands(tmp_path, dsn):

@@ -26,7 +26,8 @@ class Extracted:
     staged: list[Path] = field(default_factory=list)
 
 
-def discover(source_dir: Path, entities: tuple[Entity, ...]) -> dict[str, list[Path]]:
+def discover(source_dir: Path, entities: tuple[Entity, ...],
+             allow_empty: bool = False) -> dict[str, list[Path]]:
     """The drop's files per entity, in name order. Files that match no entity are reported."""
     if not source_dir.exists():
         raise InputError(f"source directory {source_dir} does not exist")
@@ -43,7 +44,9 @@ def discover(source_dir: Path, entities: tuple[Entity, ...]) -> dict[str, list[P
             ignored.append(path.name)
     if ignored:
         console.warn(f"{source_dir}: ignoring files that match no entity: {', '.join(ignored)}")
-    if not any(found.values()):
+    if not any(found.values()) and allow_empty:
+        console.warn(f"{source_dir}: no input files")
+    elif not any(found.values()):
         names = ", ".join(f"{e.name}*.csv" for e in entities)
         raise InputError(f"no input files in {source_dir}", hint=f"expected files like {names}")
     return found
@@ -85,11 +88,13 @@ def _as_text(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(out)
 
 
-def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path) -> dict[str, Extracted]:
-    """Stage every file of the drop as zstd Parquet under stage_dir/<entity>/NNNN.parquet."""
-    found = discover(source_dir, entities)
+def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path,
+            first_file: int = 1, allow_empty: bool = False) -> dict[str, Extracted]:
+    """Stage every file of the drop as zstd Parquet under stage_dir/<entity>/NNNNN.parquet,
+    files numbered from first_file (the load order of the run)."""
+    found = discover(source_dir, entities, allow_empty)
     result: dict[str, Extracted] = {}
-    file_no = 0
+    file_no = first_file - 1
     for entity in entities:
         ex = Extracted(entity)
         out_dir = stage_dir / entity.name

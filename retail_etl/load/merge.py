@@ -159,3 +159,22 @@ def _ingest(cur, data, schema: str, table: str) -> None:
         cur.adbc_ingest(table, data, mode="append", db_schema_name=schema)
     except adbc_driver_manager.Error as e:
         raise db_error(e, f"COPY into {schema}.{table} failed") from None
+
+
+def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
+                     has_lines: bool) -> int:
+    """documents: [*fact.document, version], documents a source sent whole (an order with
+    all its lines, or cancelled: with none). Their stored lines that the run did not carry
+    and that are not newer than the document leave the table. Returns the lines deleted."""
+    stg = f"stg_{fact.name}"
+    D, nk = list(fact.document), list(fact.natural_key)
+    copy_temp(cur.connection, f"{stg}_documents",
+              documents.group_by(D).agg(pl.col("version").max()))
+    carried = (f"AND NOT EXISTS (SELECT 1 FROM {stg}_keys k WHERE "
+               + " AND ".join(f"k.{c} = f.{c}" for c in nk) + ")") if has_lines else ""
+    cur.execute(f"""
+        DELETE FROM {fact.table} f USING {stg}_documents d
+        WHERE {' AND '.join(f'f.{c} = d.{c}' for c in D)}
+          AND f.{fact.version} <= d.version {carried}
+    """)
+    return cur.rowcount

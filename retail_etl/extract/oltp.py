@@ -1,0 +1,383 @@
+"""Extract an operational PostgreSQL database into Parquet staging as the contract's entities
+(products, customers, stores, sales), incrementally.
+
+- Reads go through ConnectorX, partitioned on the integer primary key, straight to Arrow.
+- Incremental by watermark, per source table: the rows whose (updated_at, primary key) is
+  above the stored mark minus the overlap window (for transactions that commit late), and
+  not above `hi`, the source's clock when the extraction began (a row changed during the
+  extraction waits for the next run). The new marks are returned, not stored: the run
+  stores them in the transaction that commits its data.
+- An order whose row changed brings all its lines, and its state: lines it lost, and the
+  lines of a cancelled order, leave the fact table. A changed line brings itself.
+- Deletions of products, customers and stores: soft deletes arrive as rows (`is_deleted`);
+  hard deletes are found by a scan of the keys the source still has.
+- `full`: every row, whatever the marks (a snapshot; also finds lines deleted without
+  their order being touched).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import connectorx as cx
+import polars as pl
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from retail_etl import console
+from retail_etl.config import PostgresSource
+from retail_etl.db.connect import connect, redact
+from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
+from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
+from retail_etl.spec import Entity
+
+
+@dataclass(frozen=True)
+class Table:
+    """An operational table: its primary key, and its columns with the kind of value each
+    must hold (the schema check compares them with the source's catalogue)."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: dict[str, str]
+    optional: tuple[str, ...] = ()  # may be absent (mapped to "")
+
+
+def _dim_table(name: str, key: str, *columns: str, **kinds: str) -> Table:
+    cols = {key: "id", **{c: "text" for c in columns}, **kinds,
+            "is_deleted": "bool", "updated_at": "timestamp"}
+    return Table(name, (key,), cols, optional=("is_deleted",))
+
+
+TABLES = {
+    "products": _dim_table("products", "product_id", "product_name", "category",
+                           "subcategory", "brand", unit_price="decimal"),
+    "customers": _dim_table("customers", "customer_id", "first_name", "last_name", "email",
+                            "segment", "city", "state", "country", join_date="date"),
+    "stores": _dim_table("stores", "store_id", "store_name", "store_type", "city", "state",
+                         "country", "manager", opened_date="date"),
+    "orders": Table("orders", ("order_id",), {
+        "order_id": "id", "customer_id": "id", "store_id": "id", "order_ts": "timestamp",
+        "status": "text", "updated_at": "timestamp"}),
+    "order_items": Table("order_items", ("order_id", "line_number"), {
+        "order_id": "id", "line_number": "int", "product_id": "id", "quantity": "int",
+        "unit_price": "decimal", "discount": "decimal", "updated_at": "timestamp"},
+        optional=("discount",)),
+}
+DIMENSIONS = ("products", "customers", "stores")  # entity = table
+# PostgreSQL type names by the kind of value they can hold
+_FAMILIES = {
+    "int": {"int2", "int4", "int8"},
+    "text": {"text", "varchar", "bpchar", "name", "citext"},
+    "decimal": {"numeric", "int2", "int4", "int8"},
+    "timestamp": {"timestamptz", "timestamp"},
+    "date": {"date"},
+    "bool": {"bool"},
+}
+_FAMILIES["id"] = _FAMILIES["int"] | _FAMILIES["text"] | {"uuid"}
+
+
+@dataclass
+class Mark:
+    """A watermark: the greatest (updated_at, primary key) a run has read from a table."""
+
+    table: str
+    ts: datetime
+    key: list
+
+
+@dataclass
+class OltpExtract:
+    source: str
+    extracted: dict[str, Extracted]  # entity -> staged rows
+    documents: pl.DataFrame  # [order_id, version, cancelled]: orders whose lines are all here
+    delivered: dict[str, pl.Series]  # dimension entity -> keys read in this run
+    present: dict[str, pl.Series]  # dimension entity -> every key the source has now
+    hi: datetime  # the source's clock when the extraction began
+    marks: list[Mark] = field(default_factory=list)
+    new_columns: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Reader:
+    """One configured source: names resolved through the configuration, reads retried."""
+
+    def __init__(self, name: str, cfg: PostgresSource, dsn: str):
+        self.name, self.cfg, self.dsn = name, cfg, dsn
+        self.int_key: dict[str, bool] = {}
+
+    def table(self, t: str) -> str:
+        return self.cfg.tables.get(t, TABLES[t].name)
+
+    def col(self, t: str, c: str) -> str | None:
+        """The source column for our column c of table t, quoted; None if mapped to ""."""
+        name = self.cfg.columns.get(t, {}).get(c, c)
+        return '"' + name.replace('"', '""') + '"' if name else None
+
+    def read(self, sql: str, partition_on: str | None = None,
+             bounds: tuple[int, int] | None = None) -> pl.DataFrame:
+        parts = self.cfg.partitions if partition_on and bounds and bounds[1] > bounds[0] else 1
+        try:
+            table = _read_sql(self.dsn, sql, partition_on if parts > 1 else None, bounds, parts)
+        except Exception as e:  # ConnectorX raises RuntimeError/PanicException with the text
+            raise _source_error(self, e) from None
+        return pl.from_arrow(table)
+
+
+def _transient(e: BaseException) -> bool:
+    msg = str(e)
+    return any(s in msg for s in ("Connection refused", "connection refused", "starting up",
+                                  "timed out", "too many clients", "error connecting"))
+
+
+@retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(4),
+       wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
+def _read_sql(dsn: str, sql: str, partition_on: str | None,
+              bounds: tuple[int, int] | None, parts: int):
+    if partition_on:
+        return cx.read_sql(dsn, sql, return_type="arrow", partition_on=partition_on,
+                           partition_range=bounds, partition_num=parts)
+    return cx.read_sql(dsn, sql, return_type="arrow")
+
+
+def _source_error(r: Reader, e: BaseException):
+    detail = redact(next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__))
+    detail = detail if len(detail) < 200 else detail[:200] + "..."
+    if _transient(e):
+        return DatabaseUnavailable(f"source {r.name}: cannot connect to {redact(r.dsn)}: {detail}",
+                                   hint="is the source database running and reachable?")
+    return DatabaseError(f"source {r.name}: {detail}")
+
+
+# ---- the schema check ------------------------------------------------------------------------
+
+
+def check_schema(cur, r: Reader) -> dict[str, list[str]]:
+    """Fail before anything is read if a table or a column the load needs is gone or holds
+    another kind of value (naming it); return the columns the load does not use, per table."""
+    extra: dict[str, list[str]] = {}
+    for t, spec in TABLES.items():
+        name = r.table(t)
+        cur.execute("SELECT to_regclass($1)::text", parameters=(name,))
+        if cur.fetchone()[0] is None:
+            raise InputError(f"source {r.name}: table {name!r} does not exist",
+                             hint=f"set sources.{r.name}.tables.{t} in the configuration")
+        cur.execute("""
+            SELECT a.attname::text, t.typname::text FROM pg_attribute a
+            JOIN pg_type t ON t.oid = a.atttypid
+            WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+        """, parameters=(name,))
+        have = dict(cur.fetchall())
+        used = set()
+        for c, kind in spec.columns.items():
+            quoted = r.col(t, c)
+            if quoted is None:
+                if c in spec.optional:
+                    continue
+                raise InputError(f"source {r.name}: column {name}.{c} is required")
+            col = quoted[1:-1].replace('""', '"')
+            used.add(col)
+            if col not in have:
+                if c in spec.optional and c not in r.cfg.columns.get(t, {}):
+                    continue  # an optional column the source does not have
+                raise InputError(f"source {r.name}: column {name}.{col} is missing",
+                                 hint=f"the load needs it as {kind}; map another column with "
+                                 f"sources.{r.name}.columns.{t}.{c}")
+            if have[col] not in _FAMILIES[kind]:
+                raise InputError(f"source {r.name}: column {name}.{col} is {have[col]}, "
+                                 f"expected {kind}", hint="the source schema changed")
+        r.int_key[t] = have.get(r.col(t, spec.key[0])[1:-1]) in _FAMILIES["int"]
+        if not set(have) - used:
+            continue
+        extra[name] = sorted(set(have) - used)
+    return extra
+
+
+# ---- SQL -------------------------------------------------------------------------------------
+
+
+def _lit(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return {True: "true", False: "false", None: "NULL"}[v]
+    if isinstance(v, int):
+        return str(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _ts(t: datetime) -> str:
+    return f"'{t.isoformat()}'::timestamptz"
+
+
+def window(r: Reader, t: str, alias: str, mark: Mark | None, hi: datetime, full: bool) -> str:
+    """The rows of table t this run reads (see the module docstring)."""
+    if full:
+        return "TRUE"
+    u = f"{alias}.{r.col(t, 'updated_at')}"
+    cond = f"{u} <= {_ts(hi)}"
+    if mark is None:
+        return cond
+    keys = ", ".join(f"{alias}.{r.col(t, k)}" for k in TABLES[t].key)
+    lo = f"{_ts(mark.ts)} - interval '{r.cfg.overlap_seconds} seconds'"
+    return f"{cond} AND ({u}, {keys}) > ({lo}, {', '.join(_lit(v) for v in mark.key)})"
+
+
+def _select(r: Reader, t: str, alias: str, entity: Entity, override: dict[str, str]) -> str:
+    out = []
+    for c in entity.column_names:
+        if c in override:
+            out.append(f"{override[c]} AS {c}")
+            continue
+        src = r.col(t, c) if c in TABLES[t].columns else None
+        kind = TABLES[t].columns.get(c)
+        out.append(f"{alias}.{src}::text AS {c}" if src and kind == "id"
+                   else f"{alias}.{src} AS {c}" if src else f"NULL::text AS {c}")
+    return ", ".join(out)
+
+
+def dimension_sql(r: Reader, entity: Entity, w: str) -> str:
+    t = entity.name
+    part = f", t.{r.col(t, TABLES[t].key[0])} AS _part" if r.int_key[t] else ""
+    return f"SELECT {_select(r, t, 't', entity, {})}{part} FROM {r.table(t)} t WHERE {w}"
+
+
+def sales_sql(r: Reader, entity: Entity, w_items: str, w_orders: str | None,
+              full: bool) -> str:
+    """Lines of orders not cancelled: the changed lines, and every line of a changed order.
+    A line's version is the later of its own and its order's updated_at."""
+    o = lambda c: f"o.{r.col('orders', c)}"  # noqa: E731
+    i = lambda c: f"i.{r.col('order_items', c)}"  # noqa: E731
+    override = {
+        "order_ts": o("order_ts"), "customer_id": f"{o('customer_id')}::text",
+        "store_id": f"{o('store_id')}::text",
+        "discount": f"coalesce({i('discount')}, 0)" if r.col("order_items", "discount")
+        else "0::numeric",
+        "updated_at": f"greatest({o('updated_at')}, {i('updated_at')})",
+    }
+    part = f", {o('order_id')} AS _part" if r.int_key["orders"] else ""
+    head = (f"SELECT {_select(r, 'order_items', 'i', entity, override)}{part} "
+            f"FROM {r.table('order_items')} i JOIN {r.table('orders')} o "
+            f"ON {o('order_id')} = {i('order_id')} WHERE NOT {_cancelled(r)}")
+    if full:
+        return head
+    if w_orders is None:  # a first run: every line is new anyway
+        return f"{head} AND ({w_items})"
+    # one SELECT for ConnectorX; each arm uses its table's updated_at index
+    return f"SELECT * FROM ({head} AND ({w_items}) UNION {head} AND ({w_orders})) u"
+
+
+def _cancelled(r: Reader) -> str:
+    statuses = ", ".join(_lit(s) for s in r.cfg.cancelled_statuses)
+    return f"coalesce(o.{r.col('orders', 'status')} IN ({statuses}), false)"
+
+
+def documents_sql(r: Reader, w_orders: str) -> str:
+    o = lambda c: f"o.{r.col('orders', c)}"  # noqa: E731
+    part = f", {o('order_id')} AS _part" if r.int_key["orders"] else ""
+    return (f"SELECT {o('order_id')}::text AS order_id, {o('updated_at')} AS version, "
+            f"{_cancelled(r)} AS cancelled{part} FROM {r.table('orders')} o WHERE {w_orders}")
+
+
+# ---- the extraction --------------------------------------------------------------------------
+
+
+def read_marks(cur, source: str) -> dict[str, Mark]:
+    cur.execute("SELECT entity, watermark, tiebreak FROM etl.watermarks WHERE source = $1",
+                parameters=(source,))
+    return {t: Mark(t, ts, json.loads(k)) for t, ts, k in cur.fetchall() if ts is not None}
+
+
+def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
+                 stage_dir: Path, first_file: int, *, full: bool) -> OltpExtract:
+    """Stage the source's changed rows as entities; files are numbered from first_file (the
+    load order of the run: sources in configuration order)."""
+    src = connect(r.dsn, autocommit=True)
+    try:
+        with src.cursor() as cur:
+            new_columns = check_schema(cur, r)
+            for name, cols in new_columns.items():
+                console.warn(f"source {r.name}: {name} has columns the load does not use: "
+                             + ", ".join(cols))
+            cur.execute("SELECT clock_timestamp()")
+            hi = cur.fetchone()[0]
+            new_marks = [m for t in TABLES if (m := _top(cur, r, t, hi, marks.get(t)))]
+            bounds = {t: _bounds(cur, r, t) for t in TABLES if r.int_key[t]}
+    finally:
+        src.close()
+    w = {t: window(r, t, alias, marks.get(t), hi, full)
+         for t, alias in (*((d, "t") for d in DIMENSIONS), ("orders", "o"), ("order_items", "i"))}
+    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, new_marks, new_columns)
+    file_no = first_file
+    for t in DIMENSIONS:
+        entity = entities[t]
+        df = r.read(dimension_sql(r, entity, w[t]), "_part", bounds.get(t))
+        out.extracted[t] = _stage(df, entity, stage_dir, file_no, f"{r.name}:{r.table(t)}")
+        out.delivered[t] = df[entity.columns[0].name]
+        out.present[t] = r.read(f"SELECT {r.col(t, TABLES[t].key[0])}::text AS key "
+                                f"FROM {r.table(t)}")["key"]
+        file_no += 1
+    sales = entities["sales"]
+    first = "orders" not in marks and "order_items" not in marks
+    df = r.read(sales_sql(r, sales, w["order_items"], None if first else w["orders"], full),
+                "_part",
+                bounds.get("orders"))
+    out.extracted["sales"] = _stage(df, sales, stage_dir, file_no,
+                                    f"{r.name}:{r.table('order_items')}")
+    docs = r.read(documents_sql(r, w["orders"]), "_part", bounds.get("orders"))
+    # a snapshot is the whole truth at hi: lines it lacks go, whatever their version
+    out.documents = docs.select("order_id", pl.lit(hi).dt.convert_time_zone("UTC").alias(
+        "version") if full else _utc(docs, "version"), "cancelled")
+    return out
+
+
+def _utc(df: pl.DataFrame, c: str) -> pl.Expr:
+    """A timestamp column in UTC microseconds (a naive one is UTC, as in the contract)."""
+    dtype = df.schema[c]
+    e = pl.col(c).cast(pl.Datetime("us", getattr(dtype, "time_zone", None)))
+    return (e.dt.convert_time_zone("UTC") if getattr(dtype, "time_zone", None)
+            else e.dt.replace_time_zone("UTC")).alias(c)
+
+
+def _top(cur, r: Reader, t: str, hi: datetime, old: Mark | None) -> Mark | None:
+    """The greatest (updated_at, key) at or below hi: the table's next mark."""
+    u = r.col(t, "updated_at")
+    keys = [r.col(t, k) for k in TABLES[t].key]
+    cur.execute(f"SELECT {u}, {', '.join(keys)} FROM {r.table(t)} WHERE {u} <= {_ts(hi)} "
+                f"ORDER BY {u} DESC, {', '.join(k + ' DESC' for k in keys)} LIMIT 1")
+    row = cur.fetchone()
+    if row is None:
+        return old
+    new = Mark(t, row[0], list(row[1:]))
+    if old is not None and (old.ts, old.key) >= (new.ts, new.key):
+        return old
+    return new
+
+
+def _bounds(cur, r: Reader, t: str) -> tuple[int, int]:
+    k = r.col(t, TABLES[t].key[0])
+    cur.execute(f"SELECT coalesce(min({k}), 0), coalesce(max({k}), 0) FROM {r.table(t)}")
+    lo, hi = cur.fetchone()
+    return int(lo), int(hi)
+
+
+def _stage(df: pl.DataFrame, entity: Entity, stage_dir: Path, file_no: int,
+           label: str) -> Extracted:
+    """The rows as text in the contract's columns, with file, line and load order, like a
+    file of a drop (so cleaning, validation and dedup treat both sources alike)."""
+    df = _as_text(df.drop("_part", strict=False)).select(entity.column_names).with_row_index(
+        "_line", offset=1).with_columns(
+        pl.col("_line").cast(pl.Int64),
+        _file=pl.lit(label),
+        _seq=pl.lit(file_no << LINE_BITS, pl.Int64) + pl.col("_line").cast(pl.Int64),
+    )
+    out = stage_dir / entity.name / f"{file_no:05d}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(out, compression="zstd")
+    ex = Extracted(entity, rows=df.height)
+    ex.staged.append(out)
+    return ex
