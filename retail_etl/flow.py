@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbc_driver_manager
@@ -25,6 +25,7 @@ from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_mark
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import (
     delete_documents,
+    drop_orphan_inferred,
     merge_dimension,
     merge_facts,
     merge_observed,
@@ -227,6 +228,7 @@ class FactInput:
     paths: list[Path]
     winners: pl.DataFrame
     ids: dict[str, pl.Series]
+    left_keys: dict[str, pl.Series] = field(default_factory=dict)  # see drop_orphan_inferred
 
     @property
     def height(self) -> int:
@@ -263,11 +265,15 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
     versions: dict[str, pl.DataFrame] = {}
     repoint: dict[str, bool] = {}
     gone = _closed_keys(cur, run, p)
+    # inferred members to check once the facts are in: made now, or left by replaced lines
+    left: dict[str, list[pl.Series]] = {d.name: [] for d in pipelines.DIMENSIONS}
     with run.stage("scd2") as st:
         n = 0
         for dim in pipelines.DIMENSIONS:
             res = _dimension(cur, run, dim, p)
             if res is not None:
+                made = res.upserts.filter(pl.col("is_inferred"))[dim.surrogate_key]
+                left[dim.name].append(made.rename("made"))
                 versions[dim.name] = res.versions
                 repoint[dim.name] = res.repoint.height > 0
                 n += res.upserts.height
@@ -283,6 +289,10 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 st["rows"] = delete_documents(cur, fact, pl.concat(docs),
                                               lines is not None and lines.height > 0)
                 run.entity(fact.entity.name).deleted += st["rows"]
+        if lines is not None:
+            for ref in fact.references:
+                if ref.fact_column in lines.left_keys:
+                    left[ref.dimension.name].append(lines.left_keys[ref.fact_column])
         checkpoint("merge:facts")
         with run.stage("repoint") as st:
             st["rows"] = 0
@@ -290,6 +300,7 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 if repoint.get(ref.dimension.name):
                     st["rows"] += repoint_facts(cur, fact, ref.dimension, ref.fact_column,
                                                 run.run_id, f"stg_{ref.dimension.name}")
+    _drop_orphans(cur, run, left)
     _remember_sources(cur, run, p, gone)
     if p.rejects.height:
         with run.stage("rejects", p.rejects.height):
@@ -298,6 +309,18 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 INSERT INTO etl.rejects (run_id, entity, file, line, rules, row)
                 SELECT {run.run_id}, entity, file, line, rules, row::jsonb FROM stg_rejects
             """)
+
+
+def _drop_orphans(cur, run: Run, left: dict[str, list[pl.Series]]) -> None:
+    for dim in pipelines.DIMENSIONS:
+        keys = [k.cast(pl.Int64) for k in left[dim.name] if k.len()]
+        if not keys:
+            continue
+        uses = [(f.table, r.fact_column) for f in pipelines.FACTS for r in f.references
+                if r.dimension is dim]
+        dropped = drop_orphan_inferred(cur, dim, uses, pl.concat(keys))
+        made = next((k for k in left[dim.name] if k.name == "made"), pl.Series([], dtype=pl.Int64))
+        run.entity(dim.entity.name).inferred -= int(dropped.is_in(made.cast(pl.Int64).implode()).sum())
 
 
 def _closed_keys(cur, run: Run, p: Prepared) -> dict[tuple[str, str], pl.Series]:
@@ -478,6 +501,9 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
                                              on=list(fact.natural_key), how="semi"))
             run.partitions += [p for p in counts.partitions if p not in run.partitions]
             run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
+            for col, keys in counts.left_keys.items():
+                left = lines.left_keys.get(col)
+                lines.left_keys[col] = keys if left is None else pl.concat([left, keys])
             c.loaded += counts.inserted
             c.merged += counts.unchanged + counts.stale
 

@@ -222,6 +222,19 @@ def test_null_parties_point_to_unknown_and_unknown_ids_to_inferred_members(setti
     assert rows(dsn, "SELECT customer_key, product_key, run_id FROM dw.fact_sales") == fact_before
 
 
+def test_an_inferred_member_a_correction_leaves_unused_goes_away(settings, dsn, tmp_path):
+    """Found by the split-drop property: the warehouse must be the one the corrected line
+    alone would have made. One still used by another line stays."""
+    load(settings, write_drop(tmp_path / "d1", sales=[
+        sale("O-1", 1, "2024-01-15T00:00:00Z", pid="P-9"),
+        sale("O-2", 1, "2024-01-15T00:00:00Z", pid="P-8"),
+        sale("O-3", 1, "2024-01-15T00:00:00Z", pid="P-8")]))
+    load(settings, write_drop(tmp_path / "d2", products=[prod("P-1")], sales=[
+        sale("O-1", 1, "2024-01-15T00:00:00Z", pid="P-1", upd="2024-01-16T00:00:00Z"),
+        sale("O-2", 1, "2024-01-15T00:00:00Z", pid="P-1", upd="2024-01-16T00:00:00Z")]))
+    assert dim(dsn, "product", "product_id, is_inferred") == [("P-1", False), ("P-8", True)]
+
+
 def test_total_amount_is_exact_numeric(settings, dsn, tmp_path):
     load(settings, write_drop(tmp_path / "d", products=[prod("P-1")], sales=[
         sale("O-1", 1, T0, qty=3, price="0.10", disc="0.20"),

@@ -69,6 +69,7 @@ class FactCounts:
     stale: int  # an older state of a stored line: ignored
     partitions: list[str]  # the month partitions the run's lines fall in
     stale_stats: list[str]  # partitions changed enough to need fresh statistics
+    left_keys: dict[str, pl.Series]  # fact column -> dimension keys replaced lines pointed to
 
 
 def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame,
@@ -106,6 +107,9 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
             lo, hi = partitions.bounds(m)
             cur.execute(f"DELETE FROM {fact.table}_{m} f USING {stg}_replaced r WHERE {join} "
                         f"AND r.old_date_key >= {lo} AND r.old_date_key < {hi}")
+    left_keys = {r.fact_column: write.filter(pl.col(f"{r.fact_column}_old").ne(
+        pl.col(r.fact_column))).get_column(f"{r.fact_column}_old").unique()
+        for r in fact.references}
     write = write.select(rows.columns).with_columns(run_id=pl.lit(run_id, pl.Int64))
     # the partitions the run changes: where lines are written or replaced lines left
     months = sorted(set(partitions.months(write["date_key"]))
@@ -137,7 +141,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     return FactCounts(inserted=write.height, unchanged=int(cmp["_same"].sum()),
                       stale=int(cmp["_stale"].sum()),
                       partitions=[f"{fact.table}_{m}" for m in months],
-                      stale_stats=stale_stats)
+                      stale_stats=stale_stats, left_keys=left_keys)
 
 
 def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
@@ -178,3 +182,21 @@ def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
           AND f.{fact.version} <= d.version {carried}
     """)
     return cur.rowcount
+
+
+def drop_orphan_inferred(cur, dim: DimensionSCD2, uses: list[tuple[str, str]],
+                         keys: pl.Series) -> pl.Series:
+    """Of these inferred members (made by this run, or pointed to by lines it replaced),
+    delete those no fact line points to: made for a line that lost to a newer state, or
+    left by a correction. An inferred member exists because a sale needs it; so the
+    warehouse stays the same whatever order drops arrive in. uses: [(fact table, column)].
+    Returns the keys deleted."""
+    K = dim.surrogate_key
+    copy_temp(cur.connection, "stg_orphans", keys.unique().to_frame(K))
+    unused = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} f WHERE f.{c} = d.{K})" for t, c in uses)
+    cur.execute(f"""
+        DELETE FROM {dim.table} d USING stg_orphans o
+        WHERE d.{K} = o.{K} AND d.is_inferred AND d.{K} > 0 AND {unused}
+        RETURNING d.{K}::bigint AS {K}
+    """)
+    return pl.from_arrow(cur.fetch_arrow_table())[K]
