@@ -149,21 +149,69 @@ def _summary_line(run) -> str:
 @app.command()
 @handled
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write drops into.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Directory to write drops into.", show_default=False)] = None,
     lines: Annotated[int, typer.Option(min=1, help="Sales lines over all drops.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 42,
     drops: Annotated[int, typer.Option(min=1, help="Number of drops (drop_001, ...).")] = 1,
     clean: Annotated[bool, typer.Option("--clean", help="No dirt: every row obeys the rules.")] = False,
+    oltp: Annotated[bool, typer.Option(
+        "--oltp", help="Create and fill an operational shop database instead of drops.")] = False,
+    mutate: Annotated[bool, typer.Option(
+        "--mutate", help="With --oltp: apply one business day of changes to it.")] = False,
+    database: Annotated[str, typer.Option(
+        help="With --oltp: the database on the local cluster.")] = "retail_oltp",
+    oltp_dsn: Annotated[str | None, typer.Option(
+        "--oltp-dsn", help="With --oltp: a DSN instead of the local cluster's database.",
+        show_default=False)] = None,
 ) -> None:
-    """Generate deterministic synthetic drops in the contract's format, with dirt at known rates.
+    """Generate deterministic synthetic drops in the contract's format, with dirt at known
+    rates; or, with --oltp, an operational shop database (products, customers, stores,
+    orders, order_items), and with --mutate one business day of changes to it.
 
     Example:
         retail-etl generate --out data/raw --lines 1000000 --drops 3 --seed 7
+        retail-etl generate --oltp --lines 1000000
+        retail-etl generate --oltp --mutate --seed 2
     """
-    from retail_etl.generate.drops import describe, generate_drops
+    if not oltp:
+        if mutate:
+            raise typer.BadParameter("--mutate needs --oltp")
+        if out is None:
+            raise typer.BadParameter("--out is required (or --oltp)")
+        from retail_etl.generate.drops import describe, generate_drops
 
-    summary = generate_drops(out, lines, seed, drops, dirt=not clean)
-    console.info(describe(summary))
+        summary = generate_drops(out, lines, seed, drops, dirt=not clean)
+        console.info(describe(summary))
+        return
+    import time
+
+    from retail_etl.generate.oltp import create_oltp, mutate_day
+
+    dsn = oltp_dsn or _local_database(database, create=not mutate)
+    t0 = time.perf_counter()
+    counts = mutate_day(dsn, seed) if mutate else create_oltp(dsn, lines, seed)
+    what = "one business day applied to" if mutate else "created"
+    console.info(f"{what} {redact_dsn(dsn)} in {time.perf_counter() - t0:.1f}s: "
+                 + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+def redact_dsn(dsn: str) -> str:
+    from retail_etl.db.connect import redact
+
+    return redact(dsn)
+
+
+def _local_database(name: str, create: bool) -> str:
+    """The local cluster's database `name` (created if asked and missing)."""
+    from retail_etl.db.cluster import Cluster
+
+    settings = load_settings()
+    cluster = Cluster(settings.pg_dir)
+    cluster.up()
+    if create:
+        cluster.ensure_database(name)
+    return cluster.dsn(name)
 
 
 @app.command()
@@ -172,29 +220,40 @@ def demo(
     lines: Annotated[int, typer.Option(min=1000, help="Sales lines to generate.")] = 200_000,
     drops: Annotated[int, typer.Option(min=1, help="Drops to load one after the other.")] = 3,
 ) -> None:
-    """Start the local cluster, generate a few drops, load them in order and show monthly
-    revenue by category.
+    """Start the local cluster; generate a few drops and an operational shop database
+    (retail_oltp); load the drops in order, the last one together with the shop in one run
+    (the sources of retail_etl.toml), then a business day of changes; show monthly revenue
+    by category.
 
     Example:
         retail-etl demo --lines 200000 --drops 3
     """
     from retail_etl import queries
-    from retail_etl.db.cluster import Cluster
-    from retail_etl.flow import load_drop
+    from retail_etl.config import FilesSource, PostgresSource
+    from retail_etl.flow import load, load_drop
     from retail_etl.generate.drops import describe, generate_drops
+    from retail_etl.generate.oltp import create_oltp, mutate_day
 
     settings = load_settings()
-    if settings.dsn is None:
-        console.info(f"local cluster: {Cluster(settings.pg_dir).up()}")
+    shop_dsn = _local_database("retail_oltp", create=True)
     out = settings.data_dir / "raw" / "demo"
     summary = generate_drops(out, lines, 42, drops)
     console.info(describe(summary))
-    for d in summary.drops:
-        run = load_drop(settings, d)
-        console.info(_summary_line(run))
-    dsn = _dsn(None)
+    counts = create_oltp(shop_dsn, lines, 42)
+    console.info("shop database retail_oltp: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    for d in summary.drops[:-1]:
+        console.info(_summary_line(load_drop(settings, d)))
+    sources = settings.sources or {  # the demo configuration, as in retail_etl.toml
+        "drops": FilesSource(kind="files", dir=summary.drops[-1]),
+        "shop": PostgresSource(kind="postgres", database="retail_oltp")}
+    console.info(f"one run over the sources {', '.join(sources)} (a full snapshot of the shop):")
+    console.info(_summary_line(load(settings, sources, full=True)))
+    mutate_day(shop_dsn, 1)
+    console.info("a business day later, the shop's changes only:")
+    shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
+    console.info(_summary_line(load(settings, shops)))
     console.table("Monthly revenue by category (last 3 months)",
-                  *_rows(queries.kpi_monthly_revenue(dsn)))
+                  *_rows(queries.kpi_monthly_revenue(_dsn(None))))
 
 
 @app.command()

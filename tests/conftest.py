@@ -51,3 +51,11 @@ def _no_config_file(monkeypatch, tmp_path):
         if k.startswith("RETAIL_ETL_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("RETAIL_ETL_CONFIG", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture
+def oltp_dsn(cluster):
+    """A fresh empty database (no warehouse schema) for the OLTP generator."""
+    name = f"o_{uuid.uuid4().hex[:12]}"
+    yield cluster.create_database(name)
+    cluster._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -99,7 +99,7 @@ class Cluster:
                 ],
                 what="start the server",
             )
-        self._ensure_database(DATABASE)
+        self.ensure_database(DATABASE)
         return self.dsn()
 
     def down(self) -> bool:
@@ -138,7 +138,7 @@ class Cluster:
         if not self.port_file.exists():
             self.port_file.write_text(f"{free_port()}\n")
 
-    def _ensure_database(self, name: str) -> None:
+    def ensure_database(self, name: str) -> None:
         r = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", database="postgres")
         if r.strip() != "1":
             self._psql(f'CREATE DATABASE "{name}"', database="postgres")
