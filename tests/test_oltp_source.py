@@ -350,3 +350,49 @@ def test_daily_loads_equal_one_full_load_at_the_end(cluster, tmp_path, seed, day
         for dim in ("product", "customer", "store"):
             # a key deleted from the source before the one load was never seen by it
             assert deleted_ids(once, dim) <= deleted_ids(daily, dim)
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def test_configured_sources_from_the_command_line(tmp_path, dsn, oltp_dsn, monkeypatch):
+    from tests.test_cli import _one_error_line, cli
+
+    assert cli("generate", "--oltp", "--oltp-dsn", oltp_dsn, "--lines", "400").exit_code == 0
+    drop = write_drop(tmp_path / "drop", products=[["F-1", "File", "", "", "", "1.00",
+                                                    "2024-01-01"]])
+    config = tmp_path / "retail_etl.toml"
+    config.write_text(f'[sources.drops]\nkind = "files"\ndir = "{drop}"\n\n'
+                      f'[sources.shop]\nkind = "postgres"\ndsn = "{oltp_dsn}"\n')
+    env = {"RETAIL_ETL_CONFIG": str(config), "RETAIL_ETL_DSN": dsn,
+           "RETAIL_ETL_DATA_DIR": str(tmp_path / "data")}
+    both = cli("load", **env)
+    assert both.exit_code == 0, both.output
+    assert rows(dsn, "SELECT source FROM etl.runs") == [("drops+shop",)]
+    assert rows(dsn, "SELECT count(*) FROM dw.dim_product WHERE product_id = 'F-1'") == [(1,)]
+    listed = cli("sources", "--json", **env)
+    marks = {(r["source"], r["table"]) for r in __import__("json").loads(listed.stdout)}
+    assert ("drops", None) in marks and ("shop", "order_items") in marks
+    assert cli("generate", "--oltp", "--mutate", "--oltp-dsn", oltp_dsn).exit_code == 0
+    one = cli("load", "--source", "shop", **env)
+    assert one.exit_code == 0 and "deleted" in one.output
+    assert "no source named 'nope'" in _one_error_line(cli("load", "--source", "nope", **env))
+    monkeypatch.setenv("RETAIL_ETL_SOURCES__SHOP__DSN", "postgresql://u:hunter2@127.0.0.1:1/x")
+    refused = cli("load", "--source", "shop", **env)
+    assert "hunter2" not in refused.output
+    assert _one_error_line(refused).startswith("Error: source shop: cannot connect to "
+                                               "postgresql://u:***@127.0.0.1:1/x")
+
+
+def test_a_source_that_refuses_a_statement_is_named(settings, small_shop, cluster):
+    cluster._psql("CREATE ROLE reader LOGIN")
+    try:
+        reader = small_shop.replace("postgres@", "reader@")
+        with pytest.raises(Exception) as e:
+            run(shop(settings, reader))
+        assert type(e.value).__name__ == "DatabaseError"
+        assert e.value.message.startswith("source shop: ")
+        assert "permission denied" in e.value.message
+    finally:
+        cluster._psql("DROP OWNED BY reader CASCADE", database=small_shop.rsplit("/", 1)[1])
+        cluster._psql("DROP ROLE reader")

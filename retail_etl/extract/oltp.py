@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import adbc_driver_manager
 import connectorx as cx
 import polars as pl
 from tenacity import (
@@ -147,7 +148,8 @@ def _read_sql(dsn: str, sql: str, partition_on: str | None,
 
 
 def _source_error(r: Reader, e: BaseException):
-    detail = redact(next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__))
+    text = str(e).replace("[libpq] ", "")
+    detail = redact(next((ln for ln in text.splitlines() if ln.strip()), type(e).__name__))
     detail = detail if len(detail) < 200 else detail[:200] + "..."
     if _transient(e):
         return DatabaseUnavailable(f"source {r.name}: cannot connect to {redact(r.dsn)}: {detail}",
@@ -296,7 +298,11 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
                  stage_dir: Path, first_file: int, *, full: bool) -> OltpExtract:
     """Stage the source's changed rows as entities; files are numbered from first_file (the
     load order of the run: sources in configuration order)."""
-    src = connect(r.dsn, autocommit=True)
+    try:
+        src = connect(r.dsn, autocommit=True)
+    except (DatabaseUnavailable, DatabaseError) as e:
+        e.message = f"source {r.name}: {e.message}"  # which of the servers refused
+        raise
     try:
         with src.cursor() as cur:
             new_columns = check_schema(cur, r)
@@ -307,6 +313,8 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
             hi = cur.fetchone()[0]
             new_marks = [m for t in TABLES if (m := _top(cur, r, t, hi, marks.get(t)))]
             bounds = {t: _bounds(cur, r, t) for t in TABLES if r.int_key[t]}
+    except adbc_driver_manager.Error as e:
+        raise _source_error(r, e) from None
     finally:
         src.close()
     w = {t: window(r, t, alias, marks.get(t), hi, full)
