@@ -279,12 +279,14 @@ def sources(
     rows = []
     for name, cfg in settings.sources.items():
         where = (str(cfg.dir) if isinstance(cfg, FilesSource)
-                 else redact(cfg.dsn) if cfg.dsn else f"local cluster, database {cfg.database}")
+                 else redact(cfg.dsn) if cfg.dsn else f"local:{cfg.database}")
         mine = marks.filter(pl.col("source") == name)
-        for m in mine.iter_rows(named=True) if mine.height else [{}]:
-            rows.append({"source": name, "kind": cfg.kind, "location": where,
-                         "table": m.get("table"), "watermark": m.get("watermark"),
-                         "tiebreak": m.get("tiebreak"), "run": m.get("run")})
+        for i, m in enumerate(mine.iter_rows(named=True) if mine.height else [{}]):
+            first = as_json or i == 0  # a table shows the source once
+            rows.append({"source": name if first else "", "kind": cfg.kind if first else "",
+                         "location": where if first else "", "table": m.get("table"),
+                         "watermark": m.get("watermark"), "tiebreak": m.get("tiebreak"),
+                         "run": m.get("run")})
     if not rows:
         console.info(f"no sources configured in {config_file()}")
         return
