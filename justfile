@@ -1,6 +1,6 @@
 # retail-etl tasks. `pip install -e '.[dev]'` installs `just` itself (rust-just).
 
-# Start the local cluster, generate drops, load them, show a KPI table.
+# Start the local cluster, generate drops and a shop database, load them, show KPIs.
 demo:
     retail-etl demo
 
@@ -18,3 +18,7 @@ bench *ARGS:
 # Tuning sweeps (one knob at a time) -> benchmarks/results/sweeps.md
 sweep *ARGS:
     python3 -m benchmarks.sweep {{ARGS}}
+
+# The OLTP source: a day of changes against the size of the database -> results/oltp.md
+bench-oltp *ARGS:
+    python3 -m benchmarks.oltp {{ARGS}}

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks import report
@@ -119,6 +120,24 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+@contextmanager
+def bench_cluster(cache: Path):
+    """The benchmark cluster in the cache (started if needed, stopped after if we started
+    it) and the machine's description."""
+    from retail_etl.db.cluster import Cluster
+
+    cache.mkdir(parents=True, exist_ok=True)
+    cache.chmod(0o755)  # the server runs as `postgres` when we are root
+    cluster = Cluster(cache / "pg")
+    was_running = cluster.is_running()
+    cluster.up()
+    try:
+        yield cluster, report.machine(cluster)
+    finally:
+        if not was_running:
+            cluster.down()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--volumes", default="100k,1m", help="sales lines per drop, e.g. 100k,1m")
@@ -141,7 +160,6 @@ def main(argv: list[str] | None = None) -> None:
         worker(a.one, a.dsn, a.drop, a.work)
         return
 
-    from retail_etl.db.cluster import Cluster
 
     if a.smoke:
         volumes, baseline_max = [SMOKE_LINES], SMOKE_LINES
@@ -151,18 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         baseline_max = parse_volume(a.baseline_max)
         out = a.out or HERE / "results"
     cache = a.cache.absolute()
-    cache.mkdir(parents=True, exist_ok=True)
-    cache.chmod(0o755)  # the server runs as `postgres` when we are root
-    cluster = Cluster(cache / "pg")
-    was_running = cluster.is_running()
     started = time.perf_counter()
-    cluster.up()
-    try:
-        machine = report.machine(cluster)
+    with bench_cluster(cache) as (cluster, machine):
         runs = [bench_volume(cluster, cache, n, a.seed, n <= baseline_max) for n in volumes]
-    finally:
-        if not was_running:
-            cluster.down()
     doc = {"machine": machine, "command": "python -m benchmarks.run "
            + " ".join(sys.argv[1:] if argv is None else argv),
            "wall_seconds": time.perf_counter() - started,

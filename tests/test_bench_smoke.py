@@ -48,3 +48,17 @@ def test_smoke_benchmark_writes_table_json_and_plot(tmp_path):
     assert set(vol["ratios"]) == {"fact_stages_vs_raw_copy_rate", "load_vs_bare_time",
                                   "speedup_vs_pandas_executemany", "speedup_vs_pandas_copy"}
     assert all(v > 0 for v in vol["ratios"].values())
+
+
+def test_smoke_oltp_benchmark_writes_its_table(tmp_path):
+    out = tmp_path / "results"
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.oltp", "--smoke", "--out", str(out),
+         "--cache", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((out / "oltp.json").read_text())
+    scenarios = [s["scenario"] for v in doc["volumes"] for s in v["scenarios"]]
+    assert scenarios[:2] == ["full load", "no changes"] and len(scenarios) >= 3
+    assert "| 1 day |" in (out / "oltp.md").read_text()
