@@ -44,6 +44,8 @@ class PostgresSource(BaseModel):
     partitions: int = Field(2, ge=1, le=64, description="ConnectorX partitions per table")
     overlap_seconds: float = Field(300.0, ge=0, description="re-read window below the "
                                    "watermark, for transactions that commit late")
+    batch_rows: int = Field(250_000, ge=1, description="rows per staged file: bounds "
+                            "the memory of extracting and validating a big table")
     cancelled_statuses: list[str] = Field(["cancelled"], description="order statuses "
                                           "whose lines leave the fact table")
     tables: dict[str, str] = Field(default_factory=dict)

@@ -9,6 +9,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import adbc_driver_manager
@@ -229,6 +230,7 @@ class FactInput:
     winners: pl.DataFrame
     ids: dict[str, pl.Series]
     left_keys: dict[str, pl.Series] = field(default_factory=dict)  # see drop_orphan_inferred
+    stored_days: pl.DataFrame | None = None  # [*document, date_key] of the stored lines found
 
     @property
     def height(self) -> int:
@@ -263,7 +265,7 @@ class FactInput:
 
 def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
     versions: dict[str, pl.DataFrame] = {}
-    repoint: dict[str, bool] = {}
+    repoint: dict[str, datetime | None] = {}  # dimension -> where its re-pointing starts
     with run.stage("closed keys") as st:
         gone = _closed_keys(cur, run, p)
         st["rows"] = sum(g.len() for g in gone.values())
@@ -277,19 +279,27 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 made = res.upserts.filter(pl.col("is_inferred"))[dim.surrogate_key]
                 left[dim.name].append(made.rename("made"))
                 versions[dim.name] = res.versions
-                repoint[dim.name] = res.repoint.height > 0
+                if res.repoint.height:
+                    repoint[dim.name] = res.repoint_since
                 n += res.upserts.height
         st["rows"] = n
     checkpoint("merge:dimensions")
+    had_lines = {}
     for fact in pipelines.FACTS:
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {fact.table})")
+        had_lines[fact.name] = cur.fetchone()[0]
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
             _fact(cur, run, fact, lines, versions, settings)
         docs = [x.documents for x in p.pulls if x.documents.height] if fact.document else []
-        if docs:
+        if docs and had_lines[fact.name]:  # (else every stored line is one the run carried)
             with run.stage("deletes") as st:
-                st["rows"] = delete_documents(cur, fact, pl.concat(docs),
-                                              lines is not None and lines.height > 0)
+                docs = pl.concat(docs)
+                where = None if any(x.full for x in p.pulls) else pl.concat([
+                    docs.select(*fact.document, "date_key"),
+                    *([lines.stored_days] if lines is not None else [])])
+                st["rows"] = delete_documents(cur, fact, docs,
+                                              lines is not None and lines.height > 0, where)
                 run.entity(fact.entity.name).deleted += st["rows"]
         if lines is not None:
             for ref in fact.references:
@@ -299,9 +309,10 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         with run.stage("repoint") as st:
             st["rows"] = 0
             for ref in fact.references:
-                if repoint.get(ref.dimension.name):
+                if ref.dimension.name in repoint:
                     st["rows"] += repoint_facts(cur, fact, ref.dimension, ref.fact_column,
-                                                run.run_id, f"stg_{ref.dimension.name}")
+                                                run.run_id, f"stg_{ref.dimension.name}",
+                                                repoint[ref.dimension.name])
     with run.stage("orphans"):
         _drop_orphans(cur, run, left)
     with run.stage("watermarks"):
@@ -487,6 +498,8 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
                *[r.fact_column for r in fact.references], *fact.measures, fact.version]
     with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
         stored = stored_lines(cur, fact, lines.winners, columns)
+        if fact.document:
+            lines.stored_days = stored.select(*fact.document, "date_key").unique()
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:

@@ -295,3 +295,17 @@ def test_real_world_csv_shapes(settings, dsn, tmp_path):
         ("P-3", "two lines", "3.00", datetime(2024, 1, 1, tzinfo=UTC)),
         ("P-4", None, "1.25", datetime(2024, 1, 1, 12, tzinfo=UTC)),
     ]
+
+
+def test_one_run_moving_edges_far_apart_re_points_every_sale_between(settings, dsn, tmp_path):
+    """A late version (February) and a new current one (May) in the same run: the sales
+    from February on are re-pointed, not only those after the latest edge."""
+    load(settings, write_drop(tmp_path / "d1", products=[
+        prod("P-1", "10.00", "2024-01-01T00:00:00Z"), prod("P-1", "30.00", "2024-03-01T00:00:00Z")],
+        sales=[sale(f"O-{m}", 1, f"2024-{m:02d}-15T00:00:00Z") for m in (1, 2, 3, 4, 5, 6)]))
+    load(settings, write_drop(tmp_path / "d2", products=[
+        prod("P-1", "20.00", "2024-02-01T00:00:00Z"), prod("P-1", "50.00", "2024-05-01T00:00:00Z")]))
+    got = rows(dsn, "SELECT f.order_id, p.price::text FROM dw.fact_sales f "
+                    "JOIN dw.dim_product p USING (product_key) ORDER BY 1")
+    assert got == [("O-1", "10.00"), ("O-2", "20.00"), ("O-3", "30.00"), ("O-4", "30.00"),
+                   ("O-5", "50.00"), ("O-6", "50.00")]

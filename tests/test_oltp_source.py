@@ -24,6 +24,7 @@ from tests.helpers import query, rows, write_drop
 
 
 def shop(settings: Settings, source: str, **kw) -> Settings:
+    kw.setdefault("batch_rows", 250)  # several staged files per table, as at volume
     cfg = PostgresSource(kind="postgres", dsn=source, **kw)
     return settings.model_copy(update={"sources": {"shop": cfg}})
 
@@ -209,20 +210,19 @@ def test_a_late_commit_inside_the_overlap_window_is_read(settings, small_shop):
 def test_a_row_updated_during_the_extraction_is_read_by_the_next_run(settings, small_shop,
                                                                      monkeypatch):
     s = shop(settings, small_shop, overlap_seconds=0)
-    read = oltp.Reader.read
+    read = oltp.Reader.stream
     calls = []
 
     def read_then_update(self, sql, *a, **kw):
-        out = read(self, sql, *a, **kw)
+        yield from read(self, sql, *a, **kw)
         calls.append(sql)
         if len(calls) == 1:  # products are read: now someone changes one
             execute(small_shop, "UPDATE products SET brand = 'Changed Meanwhile' "
                                 "WHERE product_id = 1")
-        return out
 
-    monkeypatch.setattr(oltp.Reader, "read", read_then_update)
+    monkeypatch.setattr(oltp.Reader, "stream", read_then_update)
     run(s)
-    monkeypatch.setattr(oltp.Reader, "read", read)
+    monkeypatch.setattr(oltp.Reader, "stream", read)
     assert current(settings.dsn, "dim_product", "brand", "product_id = '1'")[0][1] != \
         "Changed Meanwhile"
     run(s)
@@ -396,3 +396,20 @@ def test_a_source_that_refuses_a_statement_is_named(settings, small_shop, cluste
     finally:
         cluster._psql("DROP OWNED BY reader CASCADE", database=small_shop.rsplit("/", 1)[1])
         cluster._psql("DROP ROLE reader")
+
+
+def test_an_order_moved_to_another_month_loses_its_deleted_line_there(settings, small_shop):
+    s = shop(settings, small_shop)
+    run(s)
+    oid = rows(small_shop, "SELECT order_id FROM order_items GROUP BY order_id "
+                           "HAVING count(*) >= 3 ORDER BY order_id LIMIT 1")[0][0]
+    execute(small_shop, f"UPDATE orders SET order_ts = order_ts - interval '40 days' "
+                        f"WHERE order_id = {oid}",
+            f"DELETE FROM order_items WHERE order_id = {oid} AND line_number = 1")
+    r = run(s)
+    assert r.counts["sales"].deleted == 1  # found in the month the order left
+    assert warehouse_lines(settings.dsn) == source_lines(small_shop)
+    assert rows(settings.dsn, f"SELECT DISTINCT date_key FROM dw.fact_sales "
+                              f"WHERE order_id = '{oid}'") == rows(
+        small_shop, f"SELECT to_char(order_ts AT TIME ZONE 'UTC', 'YYYYMMDD')::int FROM orders "
+                    f"WHERE order_id = {oid}")

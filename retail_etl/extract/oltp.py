@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import adbc_driver_manager
 import connectorx as cx
 import polars as pl
+import pyarrow as pa
 from tenacity import (
     retry,
     retry_if_exception,
@@ -73,6 +75,7 @@ TABLES = {
         optional=("discount",)),
 }
 DIMENSIONS = ("products", "customers", "stores")  # entity = table
+STREAM_BATCH = 65_536  # rows per Arrow batch from ConnectorX
 # PostgreSQL type names by the kind of value they can hold
 _FAMILIES = {
     "int": {"int2", "int4", "int8"},
@@ -98,10 +101,11 @@ class Mark:
 class OltpExtract:
     source: str
     extracted: dict[str, Extracted]  # entity -> staged rows
-    documents: pl.DataFrame  # [order_id, version, cancelled]: orders whose lines are all here
+    documents: pl.DataFrame  # [order_id, version, cancelled, date_key]: orders sent whole
     delivered: dict[str, pl.Series]  # dimension entity -> keys read in this run
     present: dict[str, pl.Series]  # dimension entity -> every key the source has now
     hi: datetime  # the source's clock when the extraction began
+    full: bool = False  # a snapshot: its documents are the whole truth
     marks: list[Mark] = field(default_factory=list)
     new_columns: dict[str, list[str]] = field(default_factory=dict)
 
@@ -123,12 +127,31 @@ class Reader:
 
     def read(self, sql: str, partition_on: str | None = None,
              bounds: tuple[int, int] | None = None) -> pl.DataFrame:
+        """The whole result (for narrow reads: keys, order states)."""
+        return pl.concat(list(self.stream(sql, partition_on, bounds, batch_rows=None)))
+
+    def stream(self, sql: str, partition_on: str | None = None,
+               bounds: tuple[int, int] | None = None,
+               batch_rows: int | None = -1) -> Iterator[pl.DataFrame]:
+        """The result in frames of about cfg.batch_rows rows (None: one frame), read through
+        ConnectorX's Arrow stream, so a big table never sits in memory whole. At least one
+        frame, maybe empty, comes out."""
+        batch_rows = self.cfg.batch_rows if batch_rows == -1 else batch_rows
         parts = self.cfg.partitions if partition_on and bounds and bounds[1] > bounds[0] else 1
         try:
-            table = _read_sql(self.dsn, sql, partition_on if parts > 1 else None, bounds, parts)
+            reader = _read_sql(self.dsn, sql, partition_on if parts > 1 else None, bounds, parts,
+                               min(batch_rows or STREAM_BATCH, STREAM_BATCH))
+            pending, n, sent = [], 0, False
+            for batch in reader:
+                pending.append(batch)
+                n += batch.num_rows
+                if batch_rows and n >= batch_rows:
+                    yield pl.from_arrow(pa.Table.from_batches(pending))
+                    pending, n, sent = [], 0, True
+            if pending or not sent:
+                yield pl.from_arrow(pa.Table.from_batches(pending, schema=reader.schema))
         except Exception as e:  # ConnectorX raises RuntimeError/PanicException with the text
             raise _source_error(self, e) from None
-        return pl.from_arrow(table)
 
 
 def _transient(e: BaseException) -> bool:
@@ -140,11 +163,11 @@ def _transient(e: BaseException) -> bool:
 @retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(4),
        wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
 def _read_sql(dsn: str, sql: str, partition_on: str | None,
-              bounds: tuple[int, int] | None, parts: int):
+              bounds: tuple[int, int] | None, parts: int, batch: int):
     if partition_on:
-        return cx.read_sql(dsn, sql, return_type="arrow", partition_on=partition_on,
-                           partition_range=bounds, partition_num=parts)
-    return cx.read_sql(dsn, sql, return_type="arrow")
+        return cx.read_sql(dsn, sql, return_type="arrow_stream", partition_on=partition_on,
+                           partition_range=bounds, partition_num=parts, batch_size=batch)
+    return cx.read_sql(dsn, sql, return_type="arrow_stream", batch_size=batch)
 
 
 def _source_error(r: Reader, e: BaseException):
@@ -282,7 +305,8 @@ def documents_sql(r: Reader, w_orders: str) -> str:
     o = lambda c: f"o.{r.col('orders', c)}"  # noqa: E731
     part = f", {o('order_id')} AS _part" if r.int_key["orders"] else ""
     return (f"SELECT {o('order_id')}::text AS order_id, {o('updated_at')} AS version, "
-            f"{_cancelled(r)} AS cancelled{part} FROM {r.table('orders')} o WHERE {w_orders}")
+            f"{o('order_ts')} AS order_ts, {_cancelled(r)} AS cancelled{part} "
+            f"FROM {r.table('orders')} o WHERE {w_orders}")
 
 
 # ---- the extraction --------------------------------------------------------------------------
@@ -319,27 +343,30 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
         src.close()
     w = {t: window(r, t, alias, marks.get(t), hi, full)
          for t, alias in (*((d, "t") for d in DIMENSIONS), ("orders", "o"), ("order_items", "i"))}
-    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, new_marks, new_columns)
+    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks, new_columns)
     file_no = first_file
     for t in DIMENSIONS:
         entity = entities[t]
-        df = r.read(dimension_sql(r, entity, w[t]), "_part", bounds.get(t))
-        out.extracted[t] = _stage(df, entity, stage_dir, file_no, f"{r.name}:{r.table(t)}")
-        out.delivered[t] = df[entity.columns[0].name]
+        frames = r.stream(dimension_sql(r, entity, w[t]), "_part", bounds.get(t))
+        out.extracted[t], keys = _stage(frames, entity, stage_dir, file_no,
+                                        f"{r.name}:{r.table(t)}")
+        out.delivered[t] = keys
         out.present[t] = r.read(f"SELECT {r.col(t, TABLES[t].key[0])}::text AS key "
                                 f"FROM {r.table(t)}")["key"]
         file_no += 1
     sales = entities["sales"]
     first = "orders" not in marks and "order_items" not in marks
-    df = r.read(sales_sql(r, sales, w["order_items"], None if first else w["orders"], full),
-                "_part",
-                bounds.get("orders"))
-    out.extracted["sales"] = _stage(df, sales, stage_dir, file_no,
-                                    f"{r.name}:{r.table('order_items')}")
+    frames = r.stream(sales_sql(r, sales, w["order_items"], None if first else w["orders"],
+                                full), "_part", bounds.get("orders"))
+    out.extracted["sales"], _ = _stage(frames, sales, stage_dir, file_no,
+                                       f"{r.name}:{r.table('order_items')}")
     docs = r.read(documents_sql(r, w["orders"]), "_part", bounds.get("orders"))
     # a snapshot is the whole truth at hi: lines it lacks go, whatever their version
-    out.documents = docs.select("order_id", pl.lit(hi).dt.convert_time_zone("UTC").alias(
-        "version") if full else _utc(docs, "version"), "cancelled")
+    out.documents = docs.select(
+        "order_id",
+        pl.lit(hi).dt.convert_time_zone("UTC").alias("version") if full else _utc(docs, "version"),
+        "cancelled",
+        _utc(docs, "order_ts").dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"))
     return out
 
 
@@ -373,19 +400,22 @@ def _bounds(cur, r: Reader, t: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-def _stage(df: pl.DataFrame, entity: Entity, stage_dir: Path, file_no: int,
-           label: str) -> Extracted:
+def _stage(frames: Iterator[pl.DataFrame], entity: Entity, stage_dir: Path, file_no: int,
+           label: str) -> tuple[Extracted, pl.Series]:
     """The rows as text in the contract's columns, with file, line and load order, like a
-    file of a drop (so cleaning, validation and dedup treat both sources alike)."""
-    df = _as_text(df.drop("_part", strict=False)).select(entity.column_names).with_row_index(
-        "_line", offset=1).with_columns(
-        pl.col("_line").cast(pl.Int64),
-        _file=pl.lit(label),
-        _seq=pl.lit(file_no << LINE_BITS, pl.Int64) + pl.col("_line").cast(pl.Int64),
-    )
-    out = stage_dir / entity.name / f"{file_no:05d}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.write_parquet(out, compression="zstd")
-    ex = Extracted(entity, rows=df.height)
-    ex.staged.append(out)
-    return ex
+    file of a drop (so cleaning, validation and dedup treat both sources alike): one staged
+    file per frame, lines numbered on across them. Returns the staged rows and their keys."""
+    ex, keys, line = Extracted(entity), [], 1
+    for i, df in enumerate(frames):
+        df = _as_text(df.drop("_part", strict=False)).select(entity.column_names).with_columns(
+            _line=pl.int_range(line, line + pl.len(), dtype=pl.Int64),
+            _file=pl.lit(label),
+        ).with_columns(_seq=pl.lit(file_no << LINE_BITS, pl.Int64) + pl.col("_line"))
+        out = stage_dir / entity.name / f"{file_no:05d}_{i:05d}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.write_parquet(out, compression="zstd")
+        ex.staged.append(out)
+        ex.rows += df.height
+        line += df.height
+        keys.append(df[entity.columns[0].name])
+    return ex, pl.concat(keys)

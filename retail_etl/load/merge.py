@@ -4,6 +4,7 @@ fact lines inserted or replaced, facts of re-ranged versions re-pointed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import adbc_driver_manager
 import polars as pl
@@ -46,10 +47,15 @@ def merge_observed(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
 
 
 def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, run_id: int,
-                  stg: str) -> int:
+                  stg: str, since: datetime | None = None) -> int:
     """Facts that pointed to a version whose range moved (or that was absorbed) get the
-    version valid at their event time. Touches only those facts."""
+    version valid at their event time. Touches only those facts, and only the months from
+    `since` on (earlier sales keep their versions: see scd2.diff)."""
     K, B = dim.surrogate_key, dim.business_key
+    recent = ""
+    if since is not None and since.year > 1:
+        recent = (f"AND f.date_key >= {since.strftime('%Y%m%d')} "
+                  f"AND f.{fact.event_ts} >= '{since.isoformat()}'::timestamptz")
     cur.execute(f"""
         UPDATE {fact.table} f SET {column} = h.{K}, run_id = {run_id}
         FROM {stg}_repoint r
@@ -57,7 +63,7 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
         WHERE f.{column} = r.{K}
           AND f.{fact.event_ts} >= h.lookup_from
           AND f.{fact.event_ts} < coalesce(h.valid_to, 'infinity')
-          AND f.{column} <> h.{K}
+          AND f.{column} <> h.{K} {recent}
     """)
     return cur.rowcount
 
@@ -166,22 +172,38 @@ def _ingest(cur, data, schema: str, table: str) -> None:
 
 
 def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
-                     has_lines: bool) -> int:
+                     has_lines: bool, where: pl.DataFrame | None) -> int:
     """documents: [*fact.document, version], documents a source sent whole (an order with
     all its lines, or cancelled: with none). Their stored lines that the run did not carry
-    and that are not newer than the document leave the table. Returns the lines deleted."""
+    and that are not newer than the document leave the table. Returns the lines deleted.
+
+    where: [*fact.document, date_key], the days the documents' lines can be on (the order's
+    day, and where its stored lines were found): only those partitions are probed, not
+    every month. None (a snapshot) searches every partition."""
     stg = f"stg_{fact.name}"
     D, nk = list(fact.document), list(fact.natural_key)
-    copy_temp(cur.connection, f"{stg}_documents",
-              documents.group_by(D).agg(pl.col("version").max()))
+    docs = documents.group_by(D).agg(pl.col("version").max())
     carried = (f"AND NOT EXISTS (SELECT 1 FROM {stg}_keys k WHERE "
                + " AND ".join(f"k.{c} = f.{c}" for c in nk) + ")") if has_lines else ""
-    cur.execute(f"""
-        DELETE FROM {fact.table} f USING {stg}_documents d
-        WHERE {' AND '.join(f'f.{c} = d.{c}' for c in D)}
-          AND f.{fact.version} <= d.version {carried}
-    """)
-    return cur.rowcount
+    match = " AND ".join(f"f.{c} = d.{c}" for c in D)
+    if where is None:
+        copy_temp(cur.connection, f"{stg}_documents", docs)
+        cur.execute(f"DELETE FROM {fact.table} f USING {stg}_documents d WHERE {match} "
+                    f"AND f.{fact.version} <= d.version {carried}")
+        return cur.rowcount
+    docs = docs.join(where.unique(), on=D).with_columns(pl.col("date_key").cast(pl.Int32))
+    copy_temp(cur.connection, f"{stg}_documents", docs)
+    existing = partitions.existing_partitions(cur, fact.table)
+    deleted = 0
+    for m in partitions.months(docs["date_key"]):
+        if f"{fact.table}_{m}" not in existing:
+            continue
+        lo, hi = partitions.bounds(m)
+        cur.execute(f"DELETE FROM {fact.table}_{m} f USING {stg}_documents d WHERE {match} "
+                    f"AND d.date_key >= {lo} AND d.date_key < {hi} "
+                    f"AND f.{fact.version} <= d.version {carried}")
+        deleted += cur.rowcount
+    return deleted
 
 
 def drop_orphan_inferred(cur, dim: DimensionSCD2, uses: list[tuple[str, str]],

@@ -45,6 +45,7 @@ class Scd2Result:
     upserts: pl.DataFrame   # the versions to insert or rewrite
     deletes: pl.DataFrame   # [key, bk] stored versions absorbed by another
     repoint: pl.DataFrame   # [key, bk] stored versions whose facts must be looked up again
+    repoint_since: datetime | None  # no sale before this instant needs re-pointing
     versions: pl.DataFrame  # [business key, key, lookup_from]: for the facts' as-of lookup
     loaded: int
     merged: int
@@ -144,6 +145,17 @@ def diff(
 
     deletes = before.join(history, on=K, how="anti").select(K, B)
     repoint = pl.concat([deletes, cmp.filter("_moved").select(K, B)])
+    # where the assignment of sales to versions may have changed: the earliest edge that
+    # moved (a sale before it keeps its version, so the re-pointing can skip its month)
+    lf = pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from"))
+    lf_old = pl.when(pl.col("_first_old")).then(pl.lit(BEGINNING)).otherwise(
+        pl.col("valid_from_old"))
+    edges = cmp.filter("_moved").select(
+        pl.when(lf != lf_old).then(pl.min_horizontal(lf, lf_old))
+        .otherwise(pl.min_horizontal(pl.col("valid_to"), pl.col("valid_to_old"))).alias("t"))
+    absorbed = before.join(history, on=K, how="anti").select(
+        pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from")).alias("t"))
+    since = pl.concat([edges, absorbed], how="vertical_relaxed")["t"].min()
     loaded = int(cmp["_loaded"].sum())
     out_cols = [K, B, *A, "valid_from", "valid_to", "is_current", "is_inferred"]
     lookup_from = pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from"))
@@ -158,6 +170,7 @@ def diff(
         upserts=cmp.filter("_changed").select(out_cols),
         deletes=deletes,
         repoint=repoint,
+        repoint_since=since,
         versions=versions,
         loaded=loaded,
         merged=incoming.height - loaded,
