@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
     fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
+    random_page_cost: float = Field(1.1, gt=0, description="the planner's random_page_cost "
+                                    "for the run's transaction (SET LOCAL): a warehouse on "
+                                    "SSD or in cache; it makes daily merges probe indexes")
     sources: dict[str, Source] = Field(default_factory=dict, description="the configured "
                                        "sources, loaded in this order by `retail-etl load`")
 

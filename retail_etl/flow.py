@@ -106,6 +106,7 @@ def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
         try:
             with run.profile.cursor(conn.cursor()) as cur:
                 _lock(cur, settings.lock_wait_seconds)
+                cur.execute(f"SET LOCAL random_page_cost = {settings.random_page_cost:g}")
                 mark_killed(cur, run.run_id)
                 prepared = prepare(run, cur, settings, sources, full)
                 write(cur, run, prepared, settings)
