@@ -85,7 +85,7 @@ def load_env(config: Path, warehouse_dsn: str, data_dir: Path) -> dict[str, str]
     return env
 
 
-def write_config(path: Path, oltp_dsn: str, overlap_seconds: float) -> None:
+def write_config(path: Path, oltp_dsn: str, overlap_seconds: float, **knobs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "# written by benchmarks/oltp.py: the generated operational database as the one source\n"
@@ -93,6 +93,7 @@ def write_config(path: Path, oltp_dsn: str, overlap_seconds: float) -> None:
         'kind = "postgres"\n'
         f"dsn = {json.dumps(oltp_dsn)}\n"
         f"overlap_seconds = {overlap_seconds}\n"
+        + "".join(f"{k} = {v}\n" for k, v in knobs.items())
     )
 
 
@@ -169,6 +170,62 @@ def bench_volume(cluster, cache: Path, lines: int, days: list[int],
             cluster._psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+# ---- sweeps of the source's knobs ---------------------------------------------------------
+
+# knob -> values, the shipped default first: each a full load into a fresh warehouse
+SWEEP = {"partitions": [2, 1, 4], "batch_rows": [250_000, 50_000, 1_000_000]}
+
+
+def sweep(cluster, cache: Path, lines: int) -> list[dict]:
+    from retail_etl.generate.oltp import create_oltp
+
+    oltp_db, dw_db = f"bench_oltp_{lines}", f"bench_oltp_dw_{lines}"
+    work = cache / "oltp_work" / f"sweep_{lines}"
+    rows = []
+    try:
+        cluster._psql(f'DROP DATABASE IF EXISTS "{oltp_db}" WITH (FORCE)')
+        oltp_dsn = cluster.create_database(oltp_db)
+        log(f"{lines:,} lines: create_oltp")
+        create_oltp(oltp_dsn, lines, seed=SEED)
+        for knob, values in SWEEP.items():
+            for value in values:
+                cluster._psql(f'DROP DATABASE IF EXISTS "{dw_db}" WITH (FORCE)')
+                shutil.rmtree(work, ignore_errors=True)
+                dw_dsn = cluster.create_database(dw_db)
+                config = work / "retail_etl.toml"
+                write_config(config, oltp_dsn, 0, **{knob: value})
+                cluster._psql("CHECKPOINT")
+                log(f"{lines:,} lines: full load, {knob} = {value}")
+                r = run_load(load_env(config, dw_dsn, work / "data"), work / "logs", "sweep")
+                stages = {st["name"]: st["seconds"] for st in r["stages"]}
+                rows.append({"knob": knob, "value": value, "wall_seconds": r["wall_seconds"],
+                             "run_seconds": r["run_seconds"], "peak_rss_mib": r["peak_rss_mib"],
+                             "extract_seconds": stages.get("extract", 0.0),
+                             "validate_seconds": stages.get("validate", 0.0)})
+                log(f"  {r['run_seconds']:.2f} s run, extract {stages.get('extract', 0):.2f} s, "
+                    f"{r['peak_rss_mib']:.0f} MiB")
+    finally:
+        for db in (oltp_db, dw_db):
+            cluster._psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def sweep_markdown(doc: dict) -> str:
+    m = doc["machine"]
+    out = ["# OLTP source: sweeps of ConnectorX partitions and staged batch size", "",
+           f"- command: `{doc['command']}`",
+           f"- machine: {m.get('cpu', '?')}; one full load of a {doc['lines']:,}-line shop "
+           "into a fresh warehouse per value, one run each (the first value is the default)", "",
+           "| knob | value | run s | extract s | validate s | peak RSS MiB | wall s |",
+           "|---|--:|--:|--:|--:|--:|--:|"]
+    for r in doc["rows"]:
+        out.append(f"| {r['knob']} | {r['value']:,} | {r['run_seconds']:.2f} | "
+                   f"{r['extract_seconds']:.2f} | {r['validate_seconds']:.2f} | "
+                   f"{r['peak_rss_mib']:.0f} | {r['wall_seconds']:.2f} |")
+    return "\n".join(out) + "\n"
 
 
 # ---- figures and output -------------------------------------------------------------------
@@ -392,6 +449,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", action="store_true",
                    help="run the incremental loads with --profile and keep their slowest "
                         "PostgreSQL statements (adds a little overhead to those runs)")
+    p.add_argument("--sweep", action="store_true",
+                   help="instead: full loads of one --lines volume for each value of the "
+                        "source's knobs (partitions, batch_rows) -> NAME_sweep.md")
     p.add_argument("--smoke", action="store_true",
                    help=f"{SMOKE_LINES:,} lines, days {SMOKE_DAYS}, results in a temp dir")
     a = p.parse_args(argv)
@@ -407,6 +467,17 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--lines and --days must be positive")
     cache = a.cache.absolute()
     started = time.perf_counter()
+    command = "python -m benchmarks.oltp " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.sweep:
+        with bench_cluster(cache) as (cluster, machine):
+            rows = sweep(cluster, cache, volumes[0])
+        doc = {"machine": machine, "command": command, "lines": volumes[0], "rows": rows}
+        md, js = out / f"{a.name}_sweep.md", out / f"{a.name}_sweep.json"
+        out.mkdir(parents=True, exist_ok=True)
+        md.write_text(sweep_markdown(doc))
+        js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        log(f"wrote {md}, {js}")
+        return
     with bench_cluster(cache) as (cluster, machine):
         runs = [bench_volume(cluster, cache, n, days, a.overlap_seconds, a.profile)
                 for n in volumes]
