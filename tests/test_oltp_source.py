@@ -413,3 +413,35 @@ def test_an_order_moved_to_another_month_loses_its_deleted_line_there(settings, 
                               f"WHERE order_id = '{oid}'") == rows(
         small_shop, f"SELECT to_char(order_ts AT TIME ZONE 'UTC', 'YYYYMMDD')::int FROM orders "
                     f"WHERE order_id = {oid}")
+
+
+def test_text_keys_are_read_unpartitioned(settings, small_shop):
+    """A shop whose store ids are text ('S-1'): ConnectorX cannot split the read on them, so
+    it reads in one piece; marks and deletes work on the text key."""
+    execute(small_shop,
+            "ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_store_id_fkey",
+            "ALTER TABLE orders ALTER COLUMN store_id TYPE text USING 'S-' || store_id",
+            "ALTER TABLE stores ALTER COLUMN store_id TYPE text USING 'S-' || store_id",
+            "ALTER TABLE orders ADD FOREIGN KEY (store_id) REFERENCES stores")
+    s = shop(settings, small_shop, overlap_seconds=0)
+    run(s)
+    assert warehouse_lines(settings.dsn) == source_lines(small_shop)
+    execute(small_shop, "UPDATE stores SET manager = 'New Boss' WHERE store_id = 'S-2'")
+    assert run(s).counts["stores"].read == 1
+    assert rows(settings.dsn, "SELECT manager FROM dw.dim_store WHERE is_current AND "
+                              "store_id = 'S-2'") == [("New Boss",)]
+    assert rows(settings.dsn, "SELECT tiebreak FROM etl.watermarks WHERE entity = 'stores'"
+                ) == [('["S-2"]',)]
+
+
+def test_a_drop_can_soft_delete_too(settings, dsn, tmp_path):
+    from tests.helpers import load
+
+    header = "product_id,product_name,unit_price,updated_at,is_deleted"
+    load(settings, write_drop(tmp_path / "d1", products=f"{header}\nP-1,W,1.00,2024-01-01,\n"))
+    r = load(settings, write_drop(tmp_path / "d2", products=(
+        f"{header}\nP-1,W,1.00,2024-02-01,TRUE\nP-2,V,1.00,2024-02-01,maybe\n")))
+    assert r.counts["products"].rejected == 1
+    assert rows(dsn, "SELECT rules FROM etl.rejects")[0][0] == ["is_deleted:not_a_boolean"]
+    assert rows(dsn, "SELECT is_deleted, is_current FROM dw.dim_product WHERE product_id = "
+                     "'P-1' ORDER BY valid_from") == [(False, False), (True, True)]
