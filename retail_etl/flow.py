@@ -178,7 +178,7 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
             for path in ex.staged:
                 raw = pl.scan_parquet(path)
                 plan = run.profile.plan(f"validate_{entity.name}", quality.validate(raw, entity))
-                good, bad = quality.split(plan.collect(), raw)
+                good, bad = quality.split(plan.collect(), raw, entity)
                 counts.rejected += bad.height
                 st["rows"] += good.height
                 rejects.append(bad.with_columns(entity=pl.lit(entity.name)))

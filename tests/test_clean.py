@@ -16,7 +16,7 @@ def _validate(entity, records: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
         schema={c: pl.String for c in entity.column_names},
     ).with_columns(_file=pl.lit("f.csv"), _line=pl.int_range(2, len(records) + 2),
                    _seq=pl.int_range(0, len(records)))
-    return quality.split(quality.validate(df.lazy(), entity).collect(), df.lazy())
+    return quality.split(quality.validate(df.lazy(), entity).collect(), df.lazy(), entity)
 
 
 @pytest.mark.parametrize("raw, cleaned", [

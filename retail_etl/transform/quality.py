@@ -68,10 +68,8 @@ def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
     return value.alias(col.name), rules
 
 
-def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
-    """Cleaned, typed columns plus `_rules` (list of broken rules, empty when valid) and the
-    untouched metadata columns. The raw text is not carried along (it would double the
-    memory of a run): `rejects` fetches it back from staging for the few rows that need it."""
+def _parsed(raw: pl.LazyFrame, entity: Entity) -> tuple[pl.LazyFrame, list[tuple[str, pl.Expr]]]:
+    """The raw rows with cleaned text (`__c_<col>`) and parsed values, and the rules over them."""
     cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(f"__c_{c.name}")
                for c in entity.columns]
     values, rules = [], []
@@ -79,26 +77,41 @@ def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
         value, col_rules = _column(col)
         values.append(value)
         rules += col_rules
+    # each parse runs once; the rules read its result
+    return raw.with_columns(cleaned).with_columns(values), rules
+
+
+def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
+    """Cleaned, typed columns plus `_bad` (breaks a rule) and the untouched metadata columns.
+    Which rules a row breaks is worked out by `split` for the bad rows only: building the
+    list for every row was half the cost of validation. The raw text is not carried along
+    (it would double the memory of a run): `split` fetches it back for the rows that need it."""
+    parsed, rules = _parsed(raw, entity)
+    bad = pl.any_horizontal([v.fill_null(False) for _, v in rules])
+    return parsed.select(*entity.column_names, bad.alias("_bad"), "_file", "_line", "_seq")
+
+
+def broken_rules(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
+    """[_seq, _rules]: every rule each row breaks (`column:rule`), empty when valid."""
+    parsed, rules = _parsed(raw, entity)
     broken = pl.concat_list(
         [pl.when(v.fill_null(False)).then(pl.lit(name)) for name, v in rules]
     ).list.drop_nulls()
-    return (
-        raw.with_columns(cleaned)
-        .with_columns(values)  # each parse runs once; the rules read its result
-        .select(*entity.column_names, broken.alias("_rules"), "_file", "_line", "_seq")
-    )
+    return parsed.select("_seq", broken.alias("_rules"))
 
 
-def split(validated: pl.DataFrame, raw: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split(validated: pl.DataFrame, raw: pl.LazyFrame,
+          entity: Entity) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects:
     file, line, rules and the whole original row as JSON, read back from `raw`)."""
-    bad = validated["_rules"].list.len() > 0
-    rejected = validated.filter(bad).select("_seq", "_file", "_line", "_rules")
-    valid = validated.filter(~bad).drop("_rules", "_file", "_line")
-    original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode())).select(
+    rejected = validated.filter("_bad").select("_seq", "_file", "_line")
+    valid = validated.filter(~pl.col("_bad")).drop("_bad", "_file", "_line")
+    original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode()))
+    why = broken_rules(original, entity).collect()
+    row = original.select(
         "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode().alias("row"),
     ).collect()
-    rejects = rejected.join(original, on="_seq", how="left").sort("_seq").select(
-        file=pl.col("_file"), line=pl.col("_line"), rules=pl.col("_rules"), row=pl.col("row"),
-    )
+    rejects = rejected.join(why, on="_seq", how="left").join(row, on="_seq", how="left").sort(
+        "_seq").select(file=pl.col("_file"), line=pl.col("_line"), rules=pl.col("_rules"),
+                       row=pl.col("row"))
     return valid, rejects
