@@ -445,3 +445,19 @@ def test_a_drop_can_soft_delete_too(settings, dsn, tmp_path):
     assert rows(dsn, "SELECT rules FROM etl.rejects")[0][0] == ["is_deleted:not_a_boolean"]
     assert rows(dsn, "SELECT is_deleted, is_current FROM dw.dim_product WHERE product_id = "
                      "'P-1' ORDER BY valid_from") == [(False, False), (True, True)]
+
+
+def test_timestamps_without_time_zone_are_utc(settings, small_shop):
+    execute(small_shop, "ALTER TABLE products ALTER COLUMN updated_at TYPE timestamp "
+                        "USING updated_at AT TIME ZONE 'UTC'",
+            "ALTER DATABASE " + small_shop.rsplit("/", 1)[1] + " SET timezone = 'America/New_York'")
+    s = shop(settings, small_shop, overlap_seconds=0)
+    run(s)
+    stored = rows(settings.dsn, "SELECT valid_from::text FROM dw.dim_product "
+                                "WHERE product_id = '1' AND is_current")
+    assert stored == rows(small_shop, "SELECT (updated_at::text || '+00') FROM products "
+                                      "WHERE product_id = 1")
+    execute(small_shop, "UPDATE products SET brand = 'Later', updated_at = "
+                        "(now() AT TIME ZONE 'UTC') - interval '1 minute' WHERE product_id = 1")
+    assert run(s).counts["products"].read == 1
+    assert run(s).counts["products"].read == 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import adbc_driver_manager
@@ -164,10 +164,13 @@ def _transient(e: BaseException) -> bool:
        wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
 def _read_sql(dsn: str, sql: str, partition_on: str | None,
               bounds: tuple[int, int] | None, parts: int, batch: int):
+    # in UTC, like our ADBC sessions: a timestamp without time zone is UTC on both sides
+    kw = {"return_type": "arrow_stream", "batch_size": batch,
+          "pre_execution_query": "SET TIME ZONE 'UTC'"}
     if partition_on:
-        return cx.read_sql(dsn, sql, return_type="arrow_stream", partition_on=partition_on,
-                           partition_range=bounds, partition_num=parts, batch_size=batch)
-    return cx.read_sql(dsn, sql, return_type="arrow_stream", batch_size=batch)
+        return cx.read_sql(dsn, sql, partition_on=partition_on, partition_range=bounds,
+                           partition_num=parts, **kw)
+    return cx.read_sql(dsn, sql, **kw)
 
 
 def _source_error(r: Reader, e: BaseException):
@@ -387,7 +390,8 @@ def _top(cur, r: Reader, t: str, hi: datetime, old: Mark | None) -> Mark | None:
     row = cur.fetchone()
     if row is None:
         return old
-    new = Mark(t, row[0], list(row[1:]))
+    ts = row[0] if row[0].tzinfo else row[0].replace(tzinfo=UTC)  # naive: UTC
+    new = Mark(t, ts, list(row[1:]))
     if old is not None and (old.ts, old.key) >= (new.ts, new.key):
         return old
     return new

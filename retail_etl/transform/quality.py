@@ -106,6 +106,9 @@ def split(validated: pl.DataFrame, raw: pl.LazyFrame,
     file, line, rules and the whole original row as JSON, read back from `raw`)."""
     rejected = validated.filter("_bad").select("_seq", "_file", "_line")
     valid = validated.filter(~pl.col("_bad")).drop("_bad", "_file", "_line")
+    if rejected.height == 0:  # the usual file: no second read of it
+        return valid, pl.DataFrame(schema={"file": pl.String, "line": pl.Int64,
+                                           "rules": pl.List(pl.String), "row": pl.String})
     original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode()))
     why = broken_rules(original, entity).collect()
     row = original.select(
