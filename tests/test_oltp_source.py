@@ -461,3 +461,13 @@ def test_timestamps_without_time_zone_are_utc(settings, small_shop):
                         "(now() AT TIME ZONE 'UTC') - interval '1 minute' WHERE product_id = 1")
     assert run(s).counts["products"].read == 1
     assert run(s).counts["products"].read == 0
+
+
+def test_a_row_without_updated_at_is_rejected_not_skipped(settings, small_shop):
+    execute(small_shop, "ALTER TABLE products ALTER COLUMN updated_at DROP NOT NULL",
+            "ALTER TABLE products DISABLE TRIGGER USER",
+            "UPDATE products SET updated_at = NULL WHERE product_id = 1")
+    r = run(shop(settings, small_shop))
+    assert r.counts["products"].rejected == 1
+    assert rows(settings.dsn, "SELECT file, rules FROM etl.rejects") == [
+        ("shop:products", ["updated_at:required"])]

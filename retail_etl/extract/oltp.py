@@ -248,8 +248,8 @@ def window(r: Reader, t: str, alias: str, mark: Mark | None, hi: datetime, full:
         return "TRUE"
     u = f"{alias}.{r.col(t, 'updated_at')}"
     cond = f"{u} <= {_ts(hi)}"
-    if mark is None:
-        return cond
+    if mark is None:  # a row without updated_at is read once, to be judged (not skipped)
+        return f"({cond} OR {u} IS NULL)"
     keys = ", ".join(f"{alias}.{r.col(t, k)}" for k in TABLES[t].key)
     lo = f"{_ts(mark.ts)} - interval '{r.cfg.overlap_seconds} seconds'"
     return f"{cond} AND ({u}, {keys}) > ({lo}, {', '.join(_lit(v) for v in mark.key)})"
