@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
     fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
+    polars_engine: Literal["auto", "in-memory", "streaming"] = Field(
+        "auto", description="Polars' engine for the file stages (see the sweeps)")
     random_page_cost: float = Field(1.1, gt=0, description="the planner's random_page_cost "
                                     "for the run's transaction (SET LOCAL): a warehouse on "
                                     "SSD or in cache; it makes daily merges probe indexes")

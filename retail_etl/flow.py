@@ -94,6 +94,7 @@ def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
         raise UsageError("no sources to load", hint="pass --source-dir DIR, or declare "
                           "[sources.NAME] in retail_etl.toml (see README)")
     dsn = resolve_dsn(settings)
+    pl.Config.set_engine_affinity(settings.polars_engine)
     ledger = connect(dsn, autocommit=True)
     conn = connect(dsn)
     label = (f"files:{sources['files'].dir}" if list(sources) == ["files"]
