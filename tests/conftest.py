@@ -5,6 +5,7 @@ per test, cloned from a template that has the schema."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -30,6 +31,7 @@ def cluster():
     conn.close()
     yield c
     c.down()
+    shutil.rmtree(root, ignore_errors=True)  # a cluster's data is ~40 MB per session
 
 
 @pytest.fixture
