@@ -115,6 +115,12 @@ def database_bytes(cluster, name: str) -> int:
     return int(cluster._psql(f"SELECT pg_database_size('{name}')").strip())
 
 
+def _clean(cluster, work: Path, *databases: str) -> None:
+    for db in databases:
+        cluster._psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- one volume ---------------------------------------------------------------------------
 
 
@@ -166,9 +172,7 @@ def bench_volume(cluster, cache: Path, lines: int, days: list[int],
                 f"{r['peak_rss_mib']:.0f} MiB, {sales.get('read', 0):,} sales lines read, "
                 f"{sales.get('deleted', 0):,} deleted")
     finally:
-        for db in (oltp_db, dw_db):
-            cluster._psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        shutil.rmtree(work, ignore_errors=True)
+        _clean(cluster, work, oltp_db, dw_db)
     return result
 
 
@@ -207,9 +211,7 @@ def sweep(cluster, cache: Path, lines: int) -> list[dict]:
                 log(f"  {r['run_seconds']:.2f} s run, extract {stages.get('extract', 0):.2f} s, "
                     f"{r['peak_rss_mib']:.0f} MiB")
     finally:
-        for db in (oltp_db, dw_db):
-            cluster._psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        shutil.rmtree(work, ignore_errors=True)
+        _clean(cluster, work, oltp_db, dw_db)
     return rows
 
 

@@ -186,20 +186,15 @@ def generate(
         return
     import time
 
+    from retail_etl.db.connect import redact
     from retail_etl.generate.oltp import create_oltp, mutate_day
 
     dsn = oltp_dsn or _local_database(database, create=not mutate)
     t0 = time.perf_counter()
     counts = mutate_day(dsn, seed) if mutate else create_oltp(dsn, lines, seed)
     what = "one business day applied to" if mutate else "created"
-    console.info(f"{what} {redact_dsn(dsn)} in {time.perf_counter() - t0:.1f}s: "
+    console.info(f"{what} {redact(dsn)} in {time.perf_counter() - t0:.1f}s: "
                  + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-
-
-def redact_dsn(dsn: str) -> str:
-    from retail_etl.db.connect import redact
-
-    return redact(dsn)
 
 
 def _local_database(name: str, create: bool) -> str:

@@ -226,14 +226,21 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
 def _batches(paths: list[Path], max_rows: int) -> list[list[Path]]:
     """Consecutive staged files grouped up to max_rows rows (a bigger file alone): a drop of
     many small files is validated in a few passes, not one per file (each costs ~20 ms)."""
-    groups: list[list[Path]] = []
+    # row counts come from the files' metadata
+    return group_up_to([(p, pl.scan_parquet(p).select(pl.len()).collect().item())
+                        for p in paths], max_rows)
+
+
+def group_up_to(sizes: list[tuple], max_rows: int) -> list[list]:
+    """[(item, rows)] in order -> consecutive groups of at most max_rows rows (an item
+    bigger than that is a group of its own)."""
+    groups: list[list] = []
     total = 0
-    for p in paths:
-        n = pl.scan_parquet(p).select(pl.len()).collect().item()  # from the file's metadata
+    for item, n in sizes:
         if not groups or total + n > max_rows:
             groups.append([])
             total = 0
-        groups[-1].append(p)
+        groups[-1].append(item)
         total += n
     return groups
 
@@ -257,16 +264,7 @@ class FactInput:
     def chunks(self, max_rows: int) -> list[list[int]]:
         """Consecutive months grouped so that a group holds at most max_rows lines (a month
         bigger than that is a group of its own): the unit of work of the fact load."""
-        sizes = self.winners.group_by("_m").len().sort("_m").rows()
-        groups: list[list[int]] = []
-        total = 0
-        for m, n in sizes:
-            if not groups or total + n > max_rows:
-                groups.append([])
-                total = 0
-            groups[-1].append(m)
-            total += n
-        return groups
+        return group_up_to(self.winners.group_by("_m").len().sort("_m").rows(), max_rows)
 
     def months(self, months: list[int], fact: FactByPartition) -> pl.DataFrame:
         """The winning lines of these months, version filled in (NULL: the event time)."""
@@ -367,7 +365,6 @@ def _closed_keys(cur, run: Run, p: Prepared) -> dict[tuple[str, str], pl.Series]
             if entity not in pull.present:
                 continue
             copy_temp(cur.connection, "stg_present", pull.present[entity].to_frame("key"))
-            cur.execute("ANALYZE stg_present")  # else a nested-loop anti join: 48 s at 50k keys
             cur.execute(f"""
                 SELECT d.{B}, {', '.join(_attrs_sql(dim, 'd'))}, d.valid_from
                 FROM etl.source_keys k JOIN {dim.table} d ON d.{B} = k.key

@@ -107,7 +107,6 @@ class OltpExtract:
     hi: datetime  # the source's clock when the extraction began
     full: bool = False  # a snapshot: its documents are the whole truth
     marks: list[Mark] = field(default_factory=list)
-    new_columns: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Reader:
@@ -346,7 +345,7 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
         src.close()
     w = {t: window(r, t, alias, marks.get(t), hi, full)
          for t, alias in (*((d, "t") for d in DIMENSIONS), ("orders", "o"), ("order_items", "i"))}
-    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks, new_columns)
+    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks)
     file_no = first_file
     for t in DIMENSIONS:
         entity = entities[t]
