@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
     fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
+    copy_streams: int = Field(2, ge=0, le=16, description="sessions that build new month "
+                              "partitions (COPY, index, analyse) in parallel with the run; "
+                              "0: the run's own session builds them (see the sweeps)")
     polars_engine: Literal["auto", "in-memory", "streaming"] = Field(
         "auto", description="Polars' engine for the file stages (see the sweeps)")
     random_page_cost: float = Field(1.1, gt=0, description="the planner's random_page_cost "

@@ -23,6 +23,7 @@ from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
 from retail_etl.errors import ConfigError, EtlError, LockTimeout, UsageError
 from retail_etl.extract.files import Extracted, extract
 from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_marks
+from retail_etl.load import partitions
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import (
     delete_documents,
@@ -103,6 +104,7 @@ def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
     try:
         apply_schema(conn, SQL_DIR)
         run = open_run(ledger, label, settings.staging_dir)
+        run.dsn = dsn
         run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
                               if profile else None)
         try:
@@ -117,6 +119,8 @@ def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
             conn.commit()
         except BaseException as e:
             _rollback(conn)
+            if run.built_aside:  # (only a run that holds the warehouse lock builds)
+                _drop_builds(ledger)
             record_failure(ledger, run, _message(e))
             if isinstance(e, adbc_driver_manager.Error):
                 raise db_error(e, f"run {run.run_id} failed") from None
@@ -508,13 +512,34 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
     with run.stage("dates"):
         ensure_dates(cur, months[0] // 100, months[-1] // 100, settings.fiscal_year_start_month,
                      run.run_id)
-    c = run.entity(fact.entity.name)
     columns = [*fact.natural_key, fact.event_ts, "date_key",
                *[r.fact_column for r in fact.references], *fact.measures, fact.version]
     with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
         stored = stored_lines(cur, fact, lines.winners, columns)
         if fact.document:
             lines.stored_days = stored.select(*fact.document, "date_key").unique()
+    existing = partitions.existing_partitions(cur, fact.table)
+    builders = None
+    if settings.copy_streams and any(f"{fact.table}_{m}" not in existing for m in months):
+        run.built_aside = True
+        builders = partitions.Builders(
+            lambda: connect(run.dsn), fact.table, partitions.index_definitions(cur, fact.table),
+            settings.copy_streams, max_rows=settings.fact_chunk_rows)
+    try:
+        _fact_chunks(cur, run, fact, lines, versions, settings, stored, builders)
+        if builders is not None:
+            with run.stage("index", len(builders.months())):  # waits for the builds
+                builders.attach_all(cur)
+    finally:
+        if builders is not None:
+            builders.close()
+            run.profile.builds += builders.timings
+
+
+def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
+                 versions: dict[str, pl.DataFrame], settings: Settings, stored: pl.DataFrame,
+                 builders: partitions.Builders | None) -> None:
+    c = run.entity(fact.entity.name)
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
@@ -533,7 +558,7 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
                                if k == "line_number")
             counts = merge_facts(cur, fact, rows, run.run_id, run.stage,
                                  stored.join(rows.select(fact.natural_key),
-                                             on=list(fact.natural_key), how="semi"))
+                                             on=list(fact.natural_key), how="semi"), builders)
             run.partitions += [p for p in counts.partitions if p not in run.partitions]
             run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
             for col, keys in counts.left_keys.items():
@@ -557,6 +582,15 @@ def _lock(cur, wait_seconds: float) -> None:
             f"another run still holds the warehouse lock after {wait_seconds:g}s",
             hint="wait for it to finish (`retail-etl runs`) or raise RETAIL_ETL_LOCK_WAIT_SECONDS",
         ) from None
+
+
+def _drop_builds(ledger) -> None:
+    """Months a failed run built in parallel sessions (committed there, never attached)."""
+    try:
+        with ledger.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {partitions.BUILD_SCHEMA} CASCADE")
+    except Exception:  # the next run that builds drops them too
+        pass
 
 
 def _rollback(conn) -> None:

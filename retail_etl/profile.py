@@ -1,5 +1,6 @@
 """Profiling a run (`retail-etl load --profile`): everything goes to data/profiles/<run>/:
-stages.json (rows, seconds, peak memory per stage), the optimised Polars plans, DuckDB's
+stages.json (rows, seconds, peak memory per stage), partition_builds.json (the months
+built by parallel sessions), the optimised Polars plans, DuckDB's
 profile of the as-of lookup, and PostgreSQL's own timing of every statement and COPY of
 the run's transaction. `retail-etl runs --show RUN` draws the waterfall."""
 
@@ -16,6 +17,7 @@ class Profile:
     def __init__(self, directory: Path | None):
         self.dir = directory
         self.statements: list[dict] = []
+        self.builds: list[dict] = []  # months built by parallel sessions (partitions.Builders)
         if directory:
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -41,6 +43,7 @@ class Profile:
             [vars(s) for s in run.stages], indent=2))
         (self.dir / "postgres_statements.json").write_text(json.dumps(
             self.statements, indent=2))
+        (self.dir / "partition_builds.json").write_text(json.dumps(self.builds, indent=2))
 
 
 class _TimedCursor:

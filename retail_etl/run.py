@@ -55,6 +55,8 @@ class Run:
     analyze: list[str] = field(default_factory=list)  # tables whose statistics went stale
     started: float = field(default_factory=time.perf_counter)
     profile: Any = None  # retail_etl.profile.Profile
+    dsn: str = ""  # the warehouse, for sessions beside the run's (partition builds)
+    built_aside: bool = False  # months were built in etl_build (dropped if the run fails)
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
 from retail_etl.flow import InjectedFailure
 from tests.helpers import checksum, load, rows, write_drop
@@ -82,3 +83,63 @@ def test_a_second_run_waits_for_the_first_or_stops_with_a_clear_message(settings
     load(settings, d2)
     assert rows(dsn, "SELECT status FROM etl.runs ORDER BY run_id") == [
         ("killed",), ("failed",), ("ok",)]
+
+
+# ---- months built by parallel sessions (partitions.Builders) -----------------------------
+
+BUILT = "SELECT count(*) FROM pg_tables WHERE schemaname = 'etl_build'"
+PARTS = ("SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+         "WHERE i.inhparent = 'dw.fact_sales'::regclass ORDER BY 1")
+
+
+def test_a_failed_run_leaves_no_built_months_behind(settings, dsn, tmp_path, monkeypatch):
+    d1, d2 = _drops(tmp_path)
+    load(settings, d1)
+    before, parts = checksum(dsn), rows(dsn, PARTS)
+    monkeypatch.setenv("RETAIL_ETL_FAIL_AT", "commit")  # after March was built and attached
+    with pytest.raises(InjectedFailure):
+        load(settings, d2)
+    assert checksum(dsn) == before and rows(dsn, PARTS) == parts == [("fact_sales_202401",)]
+    assert rows(dsn, BUILT) == [(0,)]
+
+
+def test_months_built_by_a_killed_run_are_dropped_by_the_next(settings, dsn, tmp_path):
+    d1, d2 = _drops(tmp_path)
+    load(settings, d1)
+    before, parts = checksum(dsn), rows(dsn, PARTS)
+    p = _start_paused(settings, d2, tmp_path, "commit")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert checksum(dsn) == before and rows(dsn, PARTS) == parts
+    assert rows(dsn, BUILT) == [(1,)]  # March, committed by its session, never attached
+    load(settings, d2)
+    assert rows(dsn, BUILT) == [(0,)]
+    assert rows(dsn, PARTS) == [("fact_sales_202401",), ("fact_sales_202403",)]
+    assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(2,)]
+
+
+def test_parallel_builds_give_the_same_warehouse_as_the_runs_own_session(cluster, tmp_path):
+    """Months built by 2 sessions, a month per chunk (so the queue waits), against months
+    built in the run's session; and the built months are indexed and analysed."""
+    sales = [[f"O-{m}-{i}", 1, f"2024-{m:02d}-{1 + i % 27:02d}T10:00:00Z", f"C-{i % 3}", "S-1",
+              f"P-{i % 4}", 1 + i % 5, "2.50", "", ""] for m in range(1, 7) for i in range(20)]
+    d1 = write_drop(tmp_path / "d1", sales=sales[:60])
+    d2 = write_drop(tmp_path / "d2", sales=[[*r[:6], 9, *r[7:]] for r in sales[40:]])
+    sums = []
+    for streams in (0, 2):
+        dsn = cluster.create_database(f"t_streams_{streams}_{os.getpid()}", template="retail_template")
+        s = Settings(dsn=dsn, data_dir=tmp_path / f"data{streams}", copy_streams=streams,
+                     fact_chunk_rows=1)
+        load(s, d1)
+        load(s, d2)
+        sums.append(checksum(dsn))
+        assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(120,)]
+        # every month has the parent's 5 indexes, and column statistics (from ANALYZE)
+        assert rows(dsn, """
+            SELECT count(*), min(n), max(n),
+                   bool_and(EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = 'dw'
+                                    AND s.tablename = c.relname))
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            CROSS JOIN LATERAL (SELECT count(*) AS n FROM pg_index x WHERE x.indrelid = c.oid) k
+            WHERE i.inhparent = 'dw.fact_sales'::regclass""") == [(6, 5, 5, True)]
+    assert sums[0] == sums[1]

@@ -95,12 +95,13 @@ def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame,
 
 
 def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stage,
-                stored: pl.DataFrame) -> FactCounts:
+                stored: pl.DataFrame, builders: partitions.Builders | None = None) -> FactCounts:
     """rows: final fact lines; stored: the stored lines with the same natural keys
     (`stored_lines`). A line already stored is replaced when the run's version is at least
     as new and differs (it may move to another partition); an older state is ignored.
     Every written line is COPYed once, straight into its partition: months without a
-    partition are built aside and attached. `stage(name, rows)` times the steps."""
+    partition are built aside and attached, by `builders` in parallel sessions when given
+    (the caller attaches them), else here. `stage(name, rows)` times the steps."""
     stg = f"stg_{fact.name}"
     with stage("compare", rows.height):
         write, replaced, cmp = _compare(fact, rows, stored)
@@ -137,13 +138,19 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
             name = f"{fact.table}_{m}"
             if name in sizes:
                 _ingest(cur, part, schema, table)
+            elif builders is not None:  # indexed and analysed there
+                builders.submit(m, part)
+                stale_stats = [t for t in stale_stats if t != name]
             else:  # a month built aside: no index maintenance while it fills, WAL skipped
                 partitions.create_detached(cur, fact.table, m)
                 _ingest(cur, part, schema, name.split(".")[1])
                 built.append((name, m))
-    with stage("index", len(built)):
-        for name, m in built:
-            partitions.attach(cur, fact.table, name, m)
+    if built:
+        indexes = partitions.index_definitions(cur, fact.table)
+        with stage("index", len(built)):
+            for name, m in built:
+                partitions.index_and_check(cur, fact.table, name, m, indexes)
+                partitions.attach(cur, fact.table, name, m)
     return FactCounts(inserted=write.height, unchanged=int(cmp["_same"].sum()),
                       stale=int(cmp["_stale"].sum()),
                       partitions=[f"{fact.table}_{m}" for m in months],
