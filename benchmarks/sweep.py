@@ -16,9 +16,10 @@ from benchmarks.run import HERE, SEED, ensure_drop, log, measure, parse_volume
 
 # knob (environment variable) -> values; the first listed default is the shipped one
 KNOBS = {
+    "RETAIL_ETL_COPY_STREAMS": ["2", "0", "1", "3"],
     "RETAIL_ETL_FACT_CHUNK_ROWS": ["250000", "1000000", "4000000", "50000"],
     "RETAIL_ETL_DUCKDB_THREADS": ["2", "1"],
-    "RETAIL_ETL_DUCKDB_MEMORY_LIMIT": ["4GB", "1GB"],
+    "RETAIL_ETL_DUCKDB_MEMORY_LIMIT": ["1GB", "4GB"],
     "RETAIL_ETL_POLARS_ENGINE": ["auto", "streaming", "in-memory"],
 }
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                     del os.environ[knob]
                 stages = {s["name"]: s["seconds"] for s in r["stages"]}
                 rows.append((knob, value, r["seconds"], r["peak_rss_mb"],
-                             *(stages.get(s, 0.0) for s in ("validate", "dedup", "lookup", "copy"))))
+                             *(stages.get(s, 0.0) for s in ("validate", "dedup", "lookup", "copy", "index", "analyze"))))
                 log(f"  {r['seconds']:.2f} s, {r['peak_rss_mb']:.0f} MiB")
         cluster._psql('DROP DATABASE IF EXISTS "sweep" WITH (FORCE)')
     finally:
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     md = [f"# Tuning sweeps ({lines:,} lines, seed {SEED}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
           "", "One knob at a time; the first value of each knob is the shipped default. "
           "One run per value on a shared 2-core machine: differences under ~10% are noise.", "",
-          "| knob | value | load seconds | peak RSS (MiB) | validate s | dedup s | lookup s | copy s |",
-          "|---|---|--:|--:|--:|--:|--:|--:|"]
+          "| knob | value | load seconds | peak RSS (MiB) | validate s | dedup s | lookup s | copy s "
+          "| index s | analyze s |",
+          "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     md += [f"| `{k}` | {v} | {s:.2f} | {m:.0f} | " + " | ".join(f"{x:.2f}" for x in st) + " |"
            for k, v, s, m, *st in rows]
     (a.out / "sweeps.md").write_text("\n".join(md) + "\n")

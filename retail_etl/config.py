@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     lock_wait_seconds: float = Field(300.0, description="how long a run waits for another")
     keep_staging: bool = Field(False, description="keep data/staging/<run> after success")
     duckdb_threads: int = Field(2, description="DuckDB threads for the as-of lookup")
-    duckdb_memory_limit: str = Field("4GB", description="DuckDB memory limit")
+    duckdb_memory_limit: str = Field("1GB", description="DuckDB memory limit (dedup and "
+                                     "lookup spill beyond it: memory does not grow with a drop)")
     fact_chunk_rows: int = Field(250_000, description="fact lines looked up and written "
                                  "at once (whole months): bounds a run's memory")
     copy_streams: int = Field(2, ge=0, le=16, description="sessions that build new month "

@@ -214,14 +214,13 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
         for fact in pipelines.FACTS:
             if fact.entity.name in valid:
                 paths = valid[fact.entity.name]
-                winners = dedup.fact_winners(pl.scan_parquet(paths), fact).collect()
+                dups = dedup.fact_duplicates(paths, fact, threads=settings.duckdb_threads,
+                                             memory_limit=settings.duckdb_memory_limit,
+                                             spill_to=run.staging / "duckdb")
+                lines = FactInput(paths, dups.losers, dups.month_rows, dups.ids)
                 counts = run.entity(fact.entity.name)
-                counts.duplicate = counts.read - counts.rejected - winners.height
-                ids = (pl.scan_parquet(paths)  # the ids the winning lines use, read once
-                       .join(winners.lazy().select("_seq"), on="_seq", how="semi")
-                       .select(r.source_column for r in fact.references).collect())
-                facts[fact.name] = FactInput(paths, winners, {
-                    c: ids[c].drop_nulls().unique() for c in ids.columns})
+                counts.duplicate = counts.read - counts.rejected - lines.height
+                facts[fact.name] = lines
         st["rows"] = sum(d.height for d in dims.values()) + sum(f.height for f in facts.values())
     all_rejects = pl.concat(rejects) if rejects else pl.DataFrame()
     return Prepared(dims, facts, all_rejects, pulls)
@@ -251,31 +250,33 @@ def group_up_to(sizes: list[tuple], max_rows: int) -> list[list]:
 
 @dataclass
 class FactInput:
-    """A fact's valid rows, on disk by month (`.../m=YYYYMM/*.parquet`), the winners of
-    the dedup: [natural key..., _seq, _m] (narrow, in memory), and the distinct ids each
-    dimension reference uses."""
+    """A fact's valid rows, on disk by month (`.../m=YYYYMM/*.parquet`), what the dedup
+    said of them: the losing lines [_seq, _m] and the winning lines per month, and the
+    distinct ids each dimension reference uses. Nothing here grows with the drop but the
+    duplicates and the ids: the lines stay on disk until their months are loaded."""
 
     paths: list[Path]
-    winners: pl.DataFrame
+    losers: pl.DataFrame
+    month_rows: dict[int, int]
     ids: dict[str, pl.Series]
     left_keys: dict[str, pl.Series] = field(default_factory=dict)  # see drop_orphan_inferred
     stored_days: pl.DataFrame | None = None  # [*document, date_key] of the stored lines found
 
     @property
     def height(self) -> int:
-        return self.winners.height
+        return sum(self.month_rows.values())
 
     def chunks(self, max_rows: int) -> list[list[int]]:
         """Consecutive months grouped so that a group holds at most max_rows lines (a month
         bigger than that is a group of its own): the unit of work of the fact load."""
-        return group_up_to(self.winners.group_by("_m").len().sort("_m").rows(), max_rows)
+        return group_up_to(sorted(self.month_rows.items()), max_rows)
 
     def months(self, months: list[int], fact: FactByPartition) -> pl.DataFrame:
         """The winning lines of these months, version filled in (NULL: the event time)."""
         files = [p for p in self.paths if p.parent.name in {f"m={m}" for m in months}]
         return (pl.scan_parquet(files)
-                .join(self.winners.lazy().filter(pl.col("_m").is_in(months)).select("_seq"),
-                      on="_seq", how="semi")
+                .join(self.losers.lazy().filter(pl.col("_m").is_in(months)).select("_seq"),
+                      on="_seq", how="anti")
                 .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
                 .collect())
 
@@ -310,7 +311,7 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         had_lines[fact.name] = cur.fetchone()[0]
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
-            _fact(cur, run, fact, lines, versions, settings)
+            _fact(cur, run, fact, lines, versions, settings, had_lines[fact.name])
         docs = [x.documents for x in p.pulls if x.documents.height] if fact.document else []
         if docs and had_lines[fact.name]:  # (else every stored line is one the run carried)
             with run.stage("deletes") as st:
@@ -505,19 +506,13 @@ def _stored(cur, dim: DimensionSCD2, ids: pl.DataFrame) -> pl.DataFrame:
 
 
 def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
-          versions: dict[str, pl.DataFrame], settings: Settings) -> None:
+          versions: dict[str, pl.DataFrame], settings: Settings, had_lines: bool) -> None:
     """Lookup, compare and COPY by groups of months (settings.fact_chunk_rows lines at
     most): the working set is bounded by that, not by the drop."""
-    months = sorted(lines.winners["_m"].unique().to_list())
+    months = sorted(lines.month_rows)
     with run.stage("dates"):
         ensure_dates(cur, months[0] // 100, months[-1] // 100, settings.fiscal_year_start_month,
                      run.run_id)
-    columns = [*fact.natural_key, fact.event_ts, "date_key",
-               *[r.fact_column for r in fact.references], *fact.measures, fact.version]
-    with run.stage("stored", lines.height):  # the stored lines, fetched once for all months
-        stored = stored_lines(cur, fact, lines.winners, columns)
-        if fact.document:
-            lines.stored_days = stored.select(*fact.document, "date_key").unique()
     existing = partitions.existing_partitions(cur, fact.table)
     builders = None
     if settings.copy_streams and any(f"{fact.table}_{m}" not in existing for m in months):
@@ -526,7 +521,7 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
             lambda: connect(run.dsn), fact.table, partitions.index_definitions(cur, fact.table),
             settings.copy_streams, max_rows=settings.fact_chunk_rows)
     try:
-        _fact_chunks(cur, run, fact, lines, versions, settings, stored, builders)
+        _fact_chunks(cur, run, fact, lines, versions, settings, had_lines, builders)
         if builders is not None:
             with run.stage("index", len(builders.months())):  # waits for the builds
                 builders.attach_all(cur)
@@ -537,9 +532,12 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
 
 
 def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
-                 versions: dict[str, pl.DataFrame], settings: Settings, stored: pl.DataFrame,
+                 versions: dict[str, pl.DataFrame], settings: Settings, had_lines: bool,
                  builders: partitions.Builders | None) -> None:
     c = run.entity(fact.entity.name)
+    columns = [*fact.natural_key, fact.event_ts, "date_key",
+               *[r.fact_column for r in fact.references], *fact.measures, fact.version]
+    stored_days = []
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
@@ -556,9 +554,13 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                     fact.version,
                 ).with_columns(pl.col(k).cast(pl.Int32) for k in fact.natural_key
                                if k == "line_number")
-            counts = merge_facts(cur, fact, rows, run.run_id, run.stage,
-                                 stored.join(rows.select(fact.natural_key),
-                                             on=list(fact.natural_key), how="semi"), builders)
+            with run.stage("stored", rows.height):  # wherever they are stored: any month
+                stored = (stored_lines(cur, fact, rows.select(fact.natural_key), columns,
+                                       keep_keys=bool(fact.document))
+                          if had_lines else pl.DataFrame(schema=rows.schema))
+                if fact.document:
+                    stored_days.append(stored.select(*fact.document, "date_key").unique())
+            counts = merge_facts(cur, fact, rows, run.run_id, run.stage, stored, builders)
             run.partitions += [p for p in counts.partitions if p not in run.partitions]
             run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
             for col, keys in counts.left_keys.items():
@@ -566,6 +568,8 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                 lines.left_keys[col] = keys if left is None else pl.concat([left, keys])
             c.loaded += counts.inserted
             c.merged += counts.unchanged + counts.stale
+    if stored_days:
+        lines.stored_days = pl.concat(stored_days)
 
 
 def _lock(cur, wait_seconds: float) -> None:

@@ -78,15 +78,20 @@ class FactCounts:
     left_keys: dict[str, pl.Series]  # fact column -> dimension keys replaced lines pointed to
 
 
-def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame,
-                 columns: list[str]) -> pl.DataFrame:
-    """The stored fact lines with these natural keys (one query for the whole run)."""
+def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame, columns: list[str],
+                 keep_keys: bool = False) -> pl.DataFrame:
+    """The stored fact lines with these natural keys (in any month). keep_keys: add the keys
+    to `stg_<fact>_keys`, the lines the run carries (see delete_documents)."""
     nk, dtypes, stg = list(fact.natural_key), fact.dtypes, f"stg_{fact.name}"
-    copy_temp(cur.connection, f"{stg}_keys", keys.select(nk))
+    copy_temp(cur.connection, f"{stg}_chunk_keys", keys.select(nk))
+    if keep_keys:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stg}_keys "
+                    f"AS SELECT * FROM {stg}_chunk_keys WITH NO DATA")
+        cur.execute(f"INSERT INTO {stg}_keys SELECT * FROM {stg}_chunk_keys")
     cur.execute(f"""
         SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
                           for c in columns)}
-        FROM {fact.table} f JOIN {stg}_keys k USING ({', '.join(nk)})
+        FROM {fact.table} f JOIN {stg}_chunk_keys k USING ({', '.join(nk)})
     """)
     return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
         *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns],
@@ -190,6 +195,8 @@ def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
     stg = f"stg_{fact.name}"
     D, nk = list(fact.document), list(fact.natural_key)
     docs = documents.group_by(D).agg(pl.col("version").max())
+    if has_lines:
+        cur.execute(f"ANALYZE {stg}_keys")  # filled chunk by chunk by stored_lines
     carried = (f"AND NOT EXISTS (SELECT 1 FROM {stg}_keys k WHERE "
                + " AND ".join(f"k.{c} = f.{c}" for c in nk) + ")") if has_lines else ""
     match = " AND ".join(f"f.{c} = d.{c}" for c in D)

@@ -18,7 +18,7 @@ class AsOfLookup:
     then `keys(chunk)` is called per chunk (a month) of facts."""
 
     def __init__(self, fact: FactByPartition, versions: dict[str, pl.DataFrame], *,
-                 threads: int = 2, memory_limit: str = "4GB", profile_to: Path | None = None):
+                 threads: int = 2, memory_limit: str = "1GB", profile_to: Path | None = None):
         self.fact = fact
         self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
         self.con.execute("SET TimeZone = 'UTC'")
