@@ -555,9 +555,8 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                 ).with_columns(pl.col(k).cast(pl.Int32) for k in fact.natural_key
                                if k == "line_number")
             with run.stage("stored", rows.height):  # wherever they are stored: any month
-                stored = (stored_lines(cur, fact, rows.select(fact.natural_key), columns,
-                                       keep_keys=bool(fact.document))
-                          if had_lines else pl.DataFrame(schema=rows.schema))
+                stored = (stored_lines(cur, fact, rows, columns, keep_keys=bool(fact.document))
+                          if had_lines else rows.clear())
                 if fact.document:
                     stored_days.append(stored.select(*fact.document, "date_key").unique())
             counts = merge_facts(cur, fact, rows, run.run_id, run.stage, stored, builders)

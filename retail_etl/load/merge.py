@@ -78,21 +78,31 @@ class FactCounts:
     left_keys: dict[str, pl.Series]  # fact column -> dimension keys replaced lines pointed to
 
 
-def stored_lines(cur, fact: FactByPartition, keys: pl.DataFrame, columns: list[str],
+def stored_lines(cur, fact: FactByPartition, rows: pl.DataFrame, columns: list[str],
                  keep_keys: bool = False) -> pl.DataFrame:
-    """The stored fact lines with these natural keys (in any month). keep_keys: add the keys
-    to `stg_<fact>_keys`, the lines the run carries (see delete_documents)."""
+    """The stored fact lines (`columns`) with the natural keys of `rows`, in any month.
+    keep_keys: add the keys to `stg_<fact>_keys`, the lines the run carries (see
+    delete_documents)."""
     nk, dtypes, stg = list(fact.natural_key), fact.dtypes, f"stg_{fact.name}"
-    copy_temp(cur.connection, f"{stg}_chunk_keys", keys.select(nk))
+    copy_temp(cur.connection, f"{stg}_chunk_keys", rows.select(nk))
     if keep_keys:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stg}_keys "
                     f"AS SELECT * FROM {stg}_chunk_keys WITH NO DATA")
         cur.execute(f"INSERT INTO {stg}_keys SELECT * FROM {stg}_chunk_keys")
-    cur.execute(f"""
-        SELECT {', '.join(f'f.{c}::text AS {c}' if isinstance(dtypes.get(c), pl.Decimal) else f'f.{c}'
-                          for c in columns)}
-        FROM {fact.table} f JOIN {stg}_chunk_keys k USING ({', '.join(nk)})
-    """)
+    select = ", ".join(f"f.{c}::text AS {c}" if isinstance(dtypes.get(c), pl.Decimal)
+                       else f"f.{c}" for c in columns)
+    # Each month is probed only with the keys inside its range of the key's first column
+    # (its min and max, two index endpoint reads, compared in the column's own collation):
+    # keys usually grow with time, so a new line probes nothing and a correction mostly
+    # its own month, instead of one index probe per month per line.
+    first = nk[0]
+    arms = [f"""SELECT {select} FROM {part} f JOIN {stg}_chunk_keys k USING ({', '.join(nk)})
+                WHERE k.{first} BETWEEN (SELECT min({first}) FROM {part})
+                                    AND (SELECT max({first}) FROM {part})"""
+            for part in sorted(partitions.existing_partitions(cur, fact.table))]
+    if not arms:
+        return rows.select(columns).clear()
+    cur.execute(" UNION ALL ".join(arms))
     return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
         *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns],
         pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
