@@ -48,11 +48,15 @@ def settings(dsn, tmp_path) -> Settings:
 
 @pytest.fixture(autouse=True)
 def _no_config_file(monkeypatch, tmp_path):
-    """Tests never read a developer's retail_etl.toml or RETAIL_ETL_* variables."""
+    """Tests never read a developer's retail_etl.toml or RETAIL_ETL_* variables, nor write
+    into the repository's data/."""
     for k in list(os.environ):
         if k.startswith("RETAIL_ETL_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("RETAIL_ETL_CONFIG", str(tmp_path / "absent.toml"))
+    # nor its data/: a CLI run would stage in ./data/staging/run_NNNNNN, where a
+    # developer's own run of the same number may be working
+    monkeypatch.setenv("RETAIL_ETL_DATA_DIR", str(tmp_path / "data"))
 
 
 @pytest.fixture
