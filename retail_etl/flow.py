@@ -441,6 +441,10 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
                                         "valid_from": pl.Datetime("us", "UTC"), "_seq": pl.Int64})
     conn = cur.connection
     ids = pl.concat([incoming.select(dim.business_key), referenced.select(dim.business_key)]).unique()
+    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {dim.table}) "
+                f"OR EXISTS (SELECT 1 FROM etl.{dim.name}_observed)")
+    if not cur.fetchone()[0]:  # a new warehouse: no ids to look up (the queries still type)
+        ids = ids.clear()
     stored = _stored(cur, dim, ids)
     observed = _observed(cur, dim)
     cur.execute(f"SELECT greatest(max({dim.surrogate_key}), 0) + 1 FROM {dim.table}")
@@ -451,7 +455,10 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
     merge_observed(cur, dim, run.run_id, stg)
     copy_temp(conn, f"{stg}_upserts", res.upserts)
     copy_temp(conn, f"{stg}_deletes", res.deletes)
-    copy_temp(conn, f"{stg}_history", res.history)
+    # the new history of the keys whose sales are re-pointed (all repoint_facts reads)
+    copy_temp(conn, f"{stg}_history",
+              res.history.join(res.repoint.select(dim.business_key), on=dim.business_key,
+                               how="semi"))
     copy_temp(conn, f"{stg}_repoint", res.repoint)
     merge_dimension(cur, dim, run.run_id, stg)
     counts = run.entity(dim.entity.name)
