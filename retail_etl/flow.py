@@ -266,19 +266,27 @@ class FactInput:
     def height(self) -> int:
         return sum(self.month_rows.values())
 
-    def chunks(self, max_rows: int) -> list[list[int]]:
-        """Consecutive months grouped so that a group holds at most max_rows lines (a month
-        bigger than that is a group of its own): the unit of work of the fact load."""
-        return group_up_to(sorted(self.month_rows.items()), max_rows)
+    def chunks(self, max_rows: int) -> list[list[Path]]:
+        """The valid files in month order, grouped up to max_rows lines (a file bigger than
+        that is a group of its own; a big month spans groups): the unit of work of the
+        fact load, so its memory is bounded by max_rows, whatever the size of a month."""
+        files = sorted((month_of(p), p) for p in self.paths)
+        return group_up_to([(p, pl.scan_parquet(p).select(pl.len()).collect().item())
+                            for _, p in files], max_rows)
 
-    def months(self, months: list[int], fact: FactByPartition) -> pl.DataFrame:
-        """The winning lines of these months, version filled in (NULL: the event time)."""
-        files = [p for p in self.paths if p.parent.name in {f"m={m}" for m in months}]
+    def read(self, files: list[Path], fact: FactByPartition) -> pl.DataFrame:
+        """The winning lines of these files, version filled in (NULL: the event time)."""
+        months = list({month_of(p) for p in files})
         return (pl.scan_parquet(files)
                 .join(self.losers.lazy().filter(pl.col("_m").is_in(months)).select("_seq"),
                       on="_seq", how="anti")
                 .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
                 .collect())
+
+
+def month_of(path: Path) -> int:
+    """YYYYMM of a valid fact file (`.../m=YYYYMM/NNNNN.parquet`)."""
+    return int(path.parent.name.removeprefix("m="))
 
 
 # ---- database stages: one transaction, under the warehouse lock --------------------------
@@ -521,36 +529,39 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
         ensure_dates(cur, months[0] // 100, months[-1] // 100, settings.fiscal_year_start_month,
                      run.run_id)
     existing = partitions.existing_partitions(cur, fact.table)
-    builders = None
     if settings.copy_streams and any(f"{fact.table}_{m}" not in existing for m in months):
         run.built_aside = True
-        builders = partitions.Builders(
+        builds = partitions.Builders(
             lambda: connect(run.dsn), fact.table, partitions.index_definitions(cur, fact.table),
             settings.copy_streams, max_rows=settings.fact_chunk_rows)
+    else:
+        builds = partitions.LocalBuilds(cur, fact.table)
+    failed = True
     try:
-        _fact_chunks(cur, run, fact, lines, versions, settings, had_lines, builders)
-        if builders is not None:
-            with run.stage("index", len(builders.months())):  # waits for the builds
-                builders.attach_all(cur)
+        _fact_chunks(cur, run, fact, lines, versions, settings, had_lines, builds)
+        with run.stage("index", len(builds.months())):  # waits for the builds
+            builds.attach_all(cur)
+        failed = False
     finally:
-        if builders is not None:
-            builders.close()
-            run.profile.builds += builders.timings
+        builds.close(failed)
+        run.profile.builds += getattr(builds, "timings", [])
 
 
 def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                  versions: dict[str, pl.DataFrame], settings: Settings, had_lines: bool,
-                 builders: partitions.Builders | None) -> None:
+                 builds) -> None:
     c = run.entity(fact.entity.name)
     columns = [*fact.natural_key, fact.event_ts, "date_key",
                *[r.fact_column for r in fact.references], *fact.measures, fact.version]
     stored_days = []
+    chunks = lines.chunks(settings.fact_chunk_rows)
+    last = {month_of(f): i for i, group in enumerate(chunks) for f in group}
     with AsOfLookup(fact, versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,
                     profile_to=run.profile.path("duckdb_lookup.json")) as lookup:
-        for group in lines.chunks(settings.fact_chunk_rows):
+        for i, group in enumerate(chunks):
             with run.stage("lookup") as st:
-                chunk = lines.months(group, fact).drop("_seq")
+                chunk = lines.read(group, fact).drop("_seq")
                 st["rows"] = chunk.height
                 rows = lookup.keys(chunk).select(
                     *fact.natural_key,
@@ -566,7 +577,8 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                           if had_lines else rows.clear())
                 if fact.document:
                     stored_days.append(stored.select(*fact.document, "date_key").unique())
-            counts = merge_facts(cur, fact, rows, run.run_id, run.stage, stored, builders)
+            counts = merge_facts(cur, fact, rows, run.run_id, run.stage, stored, builds,
+                                 ending={m for m, j in last.items() if j == i})
             run.partitions += [p for p in counts.partitions if p not in run.partitions]
             run.analyze += [p for p in counts.stale_stats if p not in run.analyze]
             for col, keys in counts.left_keys.items():

@@ -10,6 +10,7 @@ import pytest
 
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
+from retail_etl import flow
 from retail_etl.flow import InjectedFailure
 from tests.helpers import checksum, load, rows, write_drop
 
@@ -118,13 +119,17 @@ def test_months_built_by_a_killed_run_are_dropped_by_the_next(settings, dsn, tmp
     assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(2,)]
 
 
-def test_parallel_builds_give_the_same_warehouse_as_the_runs_own_session(cluster, tmp_path):
-    """Months built by 2 sessions, a month per chunk (so the queue waits), against months
-    built in the run's session; and the built months are indexed and analysed."""
+def test_parallel_builds_give_the_same_warehouse_as_the_runs_own_session(cluster, tmp_path,
+                                                                        monkeypatch):
+    """Months built by 2 sessions against months built in the run's session, every month
+    in two files and a file per group of lines (so a month arrives in parts and the queue
+    waits); and the built months are indexed and analysed."""
     sales = [[f"O-{m}-{i}", 1, f"2024-{m:02d}-{1 + i % 27:02d}T10:00:00Z", f"C-{i % 3}", "S-1",
               f"P-{i % 4}", 1 + i % 5, "2.50", "", ""] for m in range(1, 7) for i in range(20)]
-    d1 = write_drop(tmp_path / "d1", sales=sales[:60])
-    d2 = write_drop(tmp_path / "d2", sales=[[*r[:6], 9, *r[7:]] for r in sales[40:]])
+    d1 = write_drop(tmp_path / "d1", sales_a=sales[:60:2], sales_b=sales[1:60:2])
+    later = [[*r[:6], 9, *r[7:]] for r in sales[40:]]
+    d2 = write_drop(tmp_path / "d2", sales_a=later[::2], sales_b=later[1::2])
+    monkeypatch.setattr(flow, "VALIDATE_ROWS", 1)  # a valid file per source file and month
     sums = []
     for streams in (0, 2):
         dsn = cluster.create_database(f"t_streams_{streams}_{os.getpid()}", template="retail_template")

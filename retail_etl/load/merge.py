@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import adbc_driver_manager
 import polars as pl
 
-from retail_etl.db.connect import db_error
 from retail_etl.load import partitions
 from retail_etl.load.copy import copy_temp
 from retail_etl.spec import DimensionSCD2, FactByPartition
@@ -110,13 +108,13 @@ def stored_lines(cur, fact: FactByPartition, rows: pl.DataFrame, columns: list[s
 
 
 def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stage,
-                stored: pl.DataFrame, builders: partitions.Builders | None = None) -> FactCounts:
+                stored: pl.DataFrame, builds, ending: set[int]) -> FactCounts:
     """rows: final fact lines; stored: the stored lines with the same natural keys
     (`stored_lines`). A line already stored is replaced when the run's version is at least
     as new and differs (it may move to another partition); an older state is ignored.
     Every written line is COPYed once, straight into its partition: months without a
-    partition are built aside and attached, by `builders` in parallel sessions when given
-    (the caller attaches them), else here. `stage(name, rows)` times the steps."""
+    partition go to `builds` (partitions.Builders or LocalBuilds), which build them aside;
+    `ending`: the months whose last lines these are. `stage(name, rows)` times the steps."""
     stg = f"stg_{fact.name}"
     with stage("compare", rows.height):
         write, replaced, cmp = _compare(fact, rows, stored)
@@ -145,27 +143,20 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     stale_stats = [f"{fact.table}_{m}" for m, n in changed.iter_rows()
                    if n > 0.05 * max(sizes.get(f"{fact.table}_{m}", 0), 0)]
     schema, table = fact.table.split(".")
-    built = []
+    if builds.analyses:  # the new months are analysed where they are built
+        stale_stats = [t for t in stale_stats if t in sizes]
     with stage("copy", write.height):
-        for (m,), part in write.with_columns(_m=pl.col("date_key") // 100).partition_by(
-                "_m", as_dict=True).items():
+        parts = write.with_columns(_m=pl.col("date_key") // 100).partition_by(
+            "_m", as_dict=True)
+        for (m,), part in sorted(parts.items()):
             part = part.drop("_m").to_arrow()
-            name = f"{fact.table}_{m}"
-            if name in sizes:
-                _ingest(cur, part, schema, table)
-            elif builders is not None:  # indexed and analysed there
-                builders.submit(m, part)
-                stale_stats = [t for t in stale_stats if t != name]
+            if f"{fact.table}_{m}" in sizes:
+                partitions.ingest(cur, part, schema, table)
             else:  # a month built aside: no index maintenance while it fills, WAL skipped
-                partitions.create_detached(cur, fact.table, m)
-                _ingest(cur, part, schema, name.split(".")[1])
-                built.append((name, m))
-    if built:
-        indexes = partitions.index_definitions(cur, fact.table)
-        with stage("index", len(built)):
-            for name, m in built:
-                partitions.index_and_check(cur, fact.table, name, m, indexes)
-                partitions.attach(cur, fact.table, name, m)
+                builds.add(m, part)
+    with stage("index"):  # months complete: indexed (LocalBuilds) or left to their builder
+        for m in sorted(ending):
+            builds.finish(m)
     return FactCounts(inserted=write.height, unchanged=int(cmp["_same"].sum()),
                       stale=int(cmp["_stale"].sum()),
                       partitions=[f"{fact.table}_{m}" for m in months],
@@ -184,13 +175,6 @@ def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
     write = cmp.filter(~pl.col("_stale") & ~pl.col("_same"))
     replaced = write.filter(known).select(*nk, pl.col("date_key_old").alias("old_date_key"))
     return write, replaced, cmp
-
-
-def _ingest(cur, data, schema: str, table: str) -> None:
-    try:
-        cur.adbc_ingest(table, data, mode="append", db_schema_name=schema)
-    except adbc_driver_manager.Error as e:
-        raise db_error(e, f"COPY into {schema}.{table} failed") from None
 
 
 def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,22 +72,74 @@ def attach(cur, table: str, name: str, yyyymm: int) -> None:
     cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name.split('.')[-1]}_range")
 
 
+def ingest(cur, data: pa.Table, schema: str, table: str) -> None:
+    """ADBC COPY of Arrow data into schema.table."""
+    try:
+        cur.adbc_ingest(table, data, mode="append", db_schema_name=schema)
+    except adbc_driver_manager.Error as e:
+        raise db_error(e, f"COPY into {schema}.{table} failed") from None
+
+
+class LocalBuilds:
+    """New months built in the run's own session (copy_streams = 0): a month is created as
+    a plain table on its first part, filled part by part, and indexed and attached when
+    `finish`ed. Its statistics come from the ANALYZE after the commit."""
+
+    analyses = False
+
+    def __init__(self, cur, table: str):
+        self.cur, self.table, self.open = cur, table, set()
+        self.indexes = index_definitions(cur, table)
+
+    def add(self, yyyymm: int, data: pa.Table) -> None:
+        if yyyymm not in self.open:
+            create_detached(self.cur, self.table, yyyymm)
+            self.open.add(yyyymm)
+        schema, table = self.table.split(".")
+        ingest(self.cur, data, schema, f"{table}_{yyyymm}")
+
+    def finish(self, yyyymm: int) -> None:
+        if yyyymm in self.open:
+            name = f"{self.table}_{yyyymm}"
+            index_and_check(self.cur, self.table, name, yyyymm, self.indexes)
+            attach(self.cur, self.table, name, yyyymm)
+            self.open.discard(yyyymm)
+
+    def months(self) -> list[int]:
+        return sorted(self.open)
+
+    def attach_all(self, cur) -> None:
+        for m in sorted(self.open):
+            self.finish(m)
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
+_END, _ABORT = object(), object()
+
+
 class Builders:
     """New month partitions built in parallel by `streams` sessions of their own while the
-    run goes on computing the next months: each month is created, COPYed, indexed and
-    analysed in one transaction of its session (with wal_level=minimal its data skips the
-    WAL) in schema etl_build, then the run's transaction moves it into place and attaches
-    it: catalogue work only. Until the run commits, nobody sees those months in the
-    warehouse; a failed or killed run leaves them in etl_build, dropped by the next run
-    that builds (under the warehouse lock, so no other run is using them)."""
+    run goes on computing the next months. A month arrives in parts (`add`, in load order;
+    a big month spans several groups of lines, so memory is bounded by the group, not the
+    month) and is created, COPYed, indexed and analysed in one transaction of one session
+    (with wal_level=minimal its data skips the WAL) in schema etl_build; once `finish`ed and
+    built, the run's transaction moves it into place and attaches it: catalogue work only.
+    Until the run commits nobody sees those months in the warehouse; a failed or killed run
+    leaves them in etl_build, dropped by the next run that builds (under the warehouse
+    lock, so no other run is using them)."""
+
+    analyses = True
 
     def __init__(self, connect, table: str, indexes: list[tuple[str, str]], streams: int,
                  max_rows: int):
         self.table, self.indexes, self.max_rows = table, indexes, max_rows
         self._connect, self._local, self._conns = connect, threading.local(), []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._queued = 0  # rows handed over and not yet COPYed: the memory bound
         self._pool = ThreadPoolExecutor(streams, thread_name_prefix="build")
-        self._pending: list[tuple[int, int, Future]] = []  # (month, rows, build)
+        self._months: dict[int, tuple[queue.Queue, Future]] = {}
         self.timings: list[dict] = []  # per month, for the profile
         conn = connect()
         with conn.cursor() as cur:  # leftovers of a failed run go first
@@ -96,11 +149,33 @@ class Builders:
         self._conns.append(conn)
         self._spare = [conn]  # for the first build thread
 
-    def submit(self, yyyymm: int, data: pa.Table) -> None:
-        """Queue a month; waits while more than max_rows lines are queued (memory bound)."""
-        while self._pending and sum(n for _, n, f in self._pending if not f.done()) > self.max_rows:
-            next(f for _, _, f in self._pending if not f.done()).result()
-        self._pending.append((yyyymm, data.num_rows, self._pool.submit(self._build, yyyymm, data)))
+    def add(self, yyyymm: int, data: pa.Table) -> None:
+        """Hand over a part of a month; waits while more than max_rows rows wait for COPY."""
+        with self._lock:
+            while self._queued > self.max_rows:
+                self._raise_failed()
+                self._lock.wait(0.05)
+            self._queued += data.num_rows
+        if yyyymm not in self._months:
+            q = queue.Queue()
+            self._months[yyyymm] = (q, self._pool.submit(self._build, yyyymm, q))
+        self._months[yyyymm][0].put(data)
+
+    def finish(self, yyyymm: int) -> None:
+        """No more parts of this month: it can be indexed."""
+        if yyyymm in self._months:
+            self._months[yyyymm][0].put(_END)
+
+    def _raise_failed(self) -> None:
+        for m, (_, build) in self._months.items():
+            if build.done() and build.exception() is not None:
+                self._result(m, build)
+
+    def _result(self, yyyymm: int, build: Future) -> None:
+        try:
+            build.result()
+        except adbc_driver_manager.Error as e:
+            raise db_error(e, f"building partition {self.table}_{yyyymm} failed") from None
 
     def _session(self):
         conn = getattr(self._local, "conn", None)
@@ -114,16 +189,25 @@ class Builders:
             self._local.conn = conn
         return conn
 
-    def _build(self, yyyymm: int, data: pa.Table) -> None:
+    def _build(self, yyyymm: int, parts: queue.Queue) -> None:
         conn = self._session()
         short = f"{self.table.split('.')[1]}_{yyyymm}"
         name = f"{BUILD_SCHEMA}.{short}"
-        t0 = time.perf_counter()
+        t0, rows = time.perf_counter(), 0
         try:
             with conn.cursor() as cur:
                 cur.execute(f"CREATE TABLE {name} (LIKE {self.table} INCLUDING DEFAULTS "
                             "INCLUDING CONSTRAINTS)")
-                cur.adbc_ingest(short, data, mode="append", db_schema_name=BUILD_SCHEMA)
+                while (part := parts.get()) is not _END:
+                    if part is _ABORT:
+                        raise InterruptedError(f"build of {name} abandoned")
+                    try:
+                        ingest(cur, part, BUILD_SCHEMA, short)
+                    finally:
+                        with self._lock:
+                            self._queued -= part.num_rows
+                            self._lock.notify_all()
+                    rows += part.num_rows
                 t1 = time.perf_counter()
                 index_and_check(cur, self.table, name, yyyymm, self.indexes)
                 t2 = time.perf_counter()
@@ -133,30 +217,31 @@ class Builders:
             conn.rollback()
             raise
         t3 = time.perf_counter()
-        self.timings.append({"month": yyyymm, "rows": data.num_rows, "copy_s": t1 - t0,
+        self.timings.append({"month": yyyymm, "rows": rows, "copy_s": t1 - t0,
                              "index_s": t2 - t1, "analyze_s": t3 - t2,
                              "thread": threading.current_thread().name})
 
     def months(self) -> list[int]:
-        return [m for m, _, _ in self._pending]
+        return list(self._months)
 
     def attach_all(self, cur) -> list[str]:
         """Wait for every build, then move each month into the parent's schema and attach
         it, in the run's transaction. Returns the partitions attached."""
         schema = self.table.split(".")[0]
         attached = []
-        for m, _, build in self._pending:
-            try:
-                build.result()
-            except adbc_driver_manager.Error as e:
-                raise db_error(e, f"building partition {self.table}_{m} failed") from None
+        for m, (q, build) in self._months.items():
+            q.put(_END)  # (a month nobody finished: no more parts can come now)
+            self._result(m, build)
             short = f"{self.table.split('.')[1]}_{m}"
             cur.execute(f"ALTER TABLE {BUILD_SCHEMA}.{short} SET SCHEMA {schema}")
             attach(cur, self.table, f"{schema}.{short}", m)
             attached.append(f"{schema}.{short}")
         return attached
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """After attach_all, or on failure: builds still waiting for parts are abandoned."""
+        for q, _ in self._months.values():
+            q.put(_ABORT if failed else _END)
         self._pool.shutdown(wait=True, cancel_futures=True)
         for conn in self._conns:
             try:
