@@ -141,7 +141,7 @@ def bench_cluster(cache: Path):
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--volumes", default="100k,1m", help="sales lines per drop, e.g. 100k,1m")
-    p.add_argument("--baseline-max", default="100k",
+    p.add_argument("--baseline-max", default="1m",
                    help="run the (slow) pandas baselines only up to this volume")
     p.add_argument("--out", type=Path, help="results directory (default benchmarks/results)")
     p.add_argument("--cache", type=Path, default=HERE / "cache",
