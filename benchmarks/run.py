@@ -77,14 +77,16 @@ def measure(kind: str, dsn: str, drop: Path, work: Path) -> dict:
 
 
 def ensure_drop(cache: Path, lines: int, seed: int) -> Path:
-    """The cached drop directory for this volume, generated once."""
-    from retail_etl.generate.drops import generate_drops
-
+    """The cached drop directory for this volume, generated once, in a process of its own:
+    Linux carries a process's peak RSS over exec, so a parent that had generated 10M lines
+    (5.8 GB) would lend that peak to every measurement it starts afterwards."""
     target = cache / "drops" / f"{lines}_{seed}"
     if not (target / "drop_001").is_dir():
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        generate_drops(tmp, lines, seed=seed, drops=1)
+        subprocess.run([sys.executable, "-m", "retail_etl", "generate", "--out", str(tmp),
+                        "--lines", str(lines), "--seed", str(seed), "--drops", "1"],
+                       check=True, capture_output=True)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     return target / "drop_001"
