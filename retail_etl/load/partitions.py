@@ -35,11 +35,11 @@ def existing_partitions(cur, table: str) -> dict[str, float]:
     return dict(cur.fetchall())
 
 
-def create_detached(cur, table: str, yyyymm: int) -> None:
-    """A new month partition built aside: a plain table shaped like the parent (no indexes
-    yet, so the bulk insert does not maintain them; created in this transaction, so with
-    wal_level=minimal its data skips the WAL)."""
-    cur.execute(f"CREATE TABLE {table}_{yyyymm} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+def create_aside(cur, table: str, name: str) -> None:
+    """A new month partition built aside as `name`: a plain table shaped like the parent
+    (no indexes yet, so the bulk insert does not maintain them; filled in the transaction
+    that created it, so with wal_level=minimal its data skips the WAL)."""
+    cur.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
 
 
 def index_definitions(cur, table: str) -> list[tuple[str, str]]:
@@ -93,7 +93,7 @@ class LocalBuilds:
 
     def add(self, yyyymm: int, data: pa.Table) -> None:
         if yyyymm not in self.open:
-            create_detached(self.cur, self.table, yyyymm)
+            create_aside(self.cur, self.table, f"{self.table}_{yyyymm}")
             self.open.add(yyyymm)
         schema, table = self.table.split(".")
         ingest(self.cur, data, schema, f"{table}_{yyyymm}")
@@ -196,8 +196,7 @@ class Builders:
         t0, rows = time.perf_counter(), 0
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE TABLE {name} (LIKE {self.table} INCLUDING DEFAULTS "
-                            "INCLUDING CONSTRAINTS)")
+                create_aside(cur, self.table, name)
                 while (part := parts.get()) is not _END:
                     if part is _ABORT:
                         raise InterruptedError(f"build of {name} abandoned")
