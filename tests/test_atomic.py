@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from retail_etl import flow
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
-from retail_etl import flow
 from retail_etl.flow import InjectedFailure
 from tests.helpers import checksum, load, rows, write_drop
 

@@ -1,5 +1,8 @@
 """The first end-to-end checks: a drop loads, counts balance, a second load changes nothing."""
 
+import pytest
+
+from retail_etl.load import merge
 from tests.helpers import checksum, dim, load, rows, write_drop
 
 
@@ -32,3 +35,25 @@ def test_second_load_of_same_drop_changes_nothing(settings, dsn, tmp_path):
     run = load(settings, d)
     assert checksum(dsn) == before
     assert run.counts["sales"].loaded == 0 and run.counts["sales"].merged == 2
+
+
+@pytest.mark.parametrize("probe_rows", [0, 10**9], ids=["by key range", "one join"])
+def test_corrections_find_their_stored_lines_either_way(settings, dsn, tmp_path, monkeypatch,
+                                                        probe_rows):
+    """Stored lines are found month by month within each month's key range, or by one join
+    (merge._by_key_range picks by cost): both find a line at its range's ends and one
+    that moves to another month, so no line is ever stored twice."""
+    monkeypatch.setattr(merge, "PROBE_ROWS", probe_rows)
+    ts = {1: "2024-01-10T10:00:00Z", 2: "2024-02-10T10:00:00Z"}
+    line = lambda o, m, q, up="": [o, 1, ts[m], "C-1", "S-1", "P-1", q, "1.00", "", up]  # noqa: E731
+    load(settings, write_drop(tmp_path / "d1", sales=[
+        line("O-10", 1, 1), line("O-15", 1, 1), line("O-19", 1, 1), line("O-20", 2, 1)]))
+    load(settings, write_drop(tmp_path / "d2", sales=[
+        line("O-10", 1, 2, "2024-03-01"),   # its month's lowest key
+        line("O-19", 2, 3, "2024-03-01"),   # its month's highest key, moved to February
+        line("O-20", 2, 4, "2024-03-01"),
+        line("O-99", 2, 5)]))               # new: inside no month's range
+    assert rows(dsn, "SELECT order_id, date_key / 100, quantity FROM dw.fact_sales "
+                     "ORDER BY order_id") == [
+        ("O-10", 202401, 2), ("O-15", 202401, 1), ("O-19", 202402, 3), ("O-20", 202402, 4),
+        ("O-99", 202402, 5)]

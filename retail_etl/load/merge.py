@@ -89,22 +89,46 @@ def stored_lines(cur, fact: FactByPartition, rows: pl.DataFrame, columns: list[s
         cur.execute(f"INSERT INTO {stg}_keys SELECT * FROM {stg}_chunk_keys")
     select = ", ".join(f"f.{c}::text AS {c}" if isinstance(dtypes.get(c), pl.Decimal)
                        else f"f.{c}" for c in columns)
-    # Each month is probed only with the keys inside its range of the key's first column
-    # (its min and max, two index endpoint reads, compared in the column's own collation):
-    # keys usually grow with time, so a new line probes nothing and a correction mostly
-    # its own month, instead of one index probe per month per line.
-    first = nk[0]
-    arms = [f"""SELECT {select} FROM {part} f JOIN {stg}_chunk_keys k USING ({', '.join(nk)})
-                WHERE k.{first} BETWEEN (SELECT min({first}) FROM {part})
-                                    AND (SELECT max({first}) FROM {part})"""
-            for part in sorted(partitions.existing_partitions(cur, fact.table))]
-    if not arms:
+    sizes = partitions.existing_partitions(cur, fact.table)
+    if not sizes:
         return rows.select(columns).clear()
-    cur.execute(" UNION ALL ".join(arms))
+    cur.execute(_by_key_range(cur, fact, sizes, select) or
+                f"SELECT {select} FROM {fact.table} f JOIN {stg}_chunk_keys k "
+                f"USING ({', '.join(nk)})")
     return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
         *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns],
         pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
     )
+
+
+# an index probe costs about as much as scanning this many rows (measured: 48 ms for 38k
+# probes of one month, 315 ms to hash-join 38k keys against a 1M-line table)
+PROBE_ROWS = 4
+
+
+def _by_key_range(cur, fact: FactByPartition, sizes: dict[str, float], select: str) -> str | None:
+    """A query that probes each month only with the keys inside its range of the natural
+    key's first column (its min and max: two index endpoint reads, compared in the
+    column's own collation), when that costs less than one join against the whole table.
+    Keys that grow with time gain (a new line probes nothing, a correction mostly its own
+    month); keys whose ranges overlap do not (numbers as text: '100008'..'99984').
+    None: use the join. Reads stg_<fact>_chunk_keys."""
+    nk, stg, first = list(fact.natural_key), f"stg_{fact.name}", fact.natural_key[0]
+    parts = sorted(sizes)
+    cur.execute(f"DROP TABLE IF EXISTS {stg}_ranges")
+    cur.execute(f"CREATE TEMP TABLE {stg}_ranges AS " + " UNION ALL ".join(
+        f"SELECT {i} AS part, (SELECT min({first}) FROM {t}) AS lo, "
+        f"(SELECT max({first}) FROM {t}) AS hi" for i, t in enumerate(parts)))
+    cur.execute(f"SELECT count(*) FROM {stg}_chunk_keys k JOIN {stg}_ranges r "
+                f"ON k.{first} BETWEEN r.lo AND r.hi")
+    probes = cur.fetchone()[0]
+    if probes * PROBE_ROWS >= sum(max(n, 0) for n in sizes.values()):
+        return None
+    return " UNION ALL ".join(
+        f"""SELECT {select} FROM {t} f JOIN {stg}_chunk_keys k USING ({', '.join(nk)})
+            WHERE k.{first} BETWEEN (SELECT lo FROM {stg}_ranges WHERE part = {i})
+                                AND (SELECT hi FROM {stg}_ranges WHERE part = {i})"""
+        for i, t in enumerate(parts))
 
 
 def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, stage,
