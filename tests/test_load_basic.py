@@ -37,13 +37,13 @@ def test_second_load_of_same_drop_changes_nothing(settings, dsn, tmp_path):
     assert run.counts["sales"].loaded == 0 and run.counts["sales"].merged == 2
 
 
-@pytest.mark.parametrize("spared", [-1.0, 2.0], ids=["by key range", "one join"])
+@pytest.mark.parametrize("overlap", [2.0, -1.0], ids=["by key range", "one join"])
 def test_corrections_find_their_stored_lines_either_way(settings, dsn, tmp_path, monkeypatch,
-                                                        spared):
+                                                        overlap):
     """Stored lines are found month by month within each month's key range, or by one join
     (merge._by_key_range picks by cost): both find a line at its range's ends and one
     that moves to another month, so no line is ever stored twice."""
-    monkeypatch.setattr(merge, "SPARED", spared)
+    monkeypatch.setattr(merge, "OVERLAP", overlap)
     ts = {1: "2024-01-10T10:00:00Z", 2: "2024-02-10T10:00:00Z"}
     line = lambda o, m, q, up="": [o, 1, ts[m], "C-1", "S-1", "P-1", q, "1.00", "", up]  # noqa: E731
     load(settings, write_drop(tmp_path / "d1", sales=[
