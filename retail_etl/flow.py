@@ -229,9 +229,12 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
 def _batches(paths: list[Path], max_rows: int) -> list[list[Path]]:
     """Consecutive staged files grouped up to max_rows rows (a bigger file alone): a drop of
     many small files is validated in a few passes, not one per file (each costs ~20 ms)."""
-    # row counts come from the files' metadata
-    return group_up_to([(p, pl.scan_parquet(p).select(pl.len()).collect().item())
-                        for p in paths], max_rows)
+    return group_up_to([(p, parquet_rows(p)) for p in paths], max_rows)
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file, from its metadata."""
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def group_up_to(sizes: list[tuple], max_rows: int) -> list[list]:
@@ -271,8 +274,7 @@ class FactInput:
         that is a group of its own; a big month spans groups): the unit of work of the
         fact load, so its memory is bounded by max_rows, whatever the size of a month."""
         files = sorted((month_of(p), p) for p in self.paths)
-        return group_up_to([(p, pl.scan_parquet(p).select(pl.len()).collect().item())
-                            for _, p in files], max_rows)
+        return group_up_to([(p, parquet_rows(p)) for _, p in files], max_rows)
 
     def read(self, files: list[Path], fact: FactByPartition) -> pl.DataFrame:
         """The winning lines of these files, version filled in (NULL: the event time)."""
@@ -313,15 +315,14 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                 n += res.upserts.height
         st["rows"] = n
     checkpoint("merge:dimensions")
-    had_lines = {}
     for fact in pipelines.FACTS:
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {fact.table})")
-        had_lines[fact.name] = cur.fetchone()[0]
+        had_lines = cur.fetchone()[0]
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
-            _fact(cur, run, fact, lines, versions, settings, had_lines[fact.name])
+            _fact(cur, run, fact, lines, versions, settings, had_lines)
         docs = [x.documents for x in p.pulls if x.documents.height] if fact.document else []
-        if docs and had_lines[fact.name]:  # (else every stored line is one the run carried)
+        if docs and had_lines:  # (else every stored line is one the run carried)
             with run.stage("deletes") as st:
                 docs = pl.concat(docs)
                 where = None if any(x.full for x in p.pulls) else pl.concat([
@@ -544,7 +545,7 @@ def _fact(cur, run: Run, fact: FactByPartition, lines: FactInput,
         failed = False
     finally:
         builds.close(failed)
-        run.profile.builds += getattr(builds, "timings", [])
+        run.profile.builds += builds.timings
 
 
 def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,

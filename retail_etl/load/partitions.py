@@ -88,8 +88,9 @@ class LocalBuilds:
     analyses = False
 
     def __init__(self, cur, table: str):
-        self.cur, self.table, self.open = cur, table, set()
+        self.cur, self.table, self.open, self.built = cur, table, set(), []
         self.indexes = index_definitions(cur, table)
+        self.timings: list[dict] = []  # (builds in parallel sessions record theirs)
 
     def add(self, yyyymm: int, data: pa.Table) -> None:
         if yyyymm not in self.open:
@@ -104,9 +105,10 @@ class LocalBuilds:
             index_and_check(self.cur, self.table, name, yyyymm, self.indexes)
             attach(self.cur, self.table, name, yyyymm)
             self.open.discard(yyyymm)
+            self.built.append(yyyymm)
 
     def months(self) -> list[int]:
-        return sorted(self.open)
+        return [*self.built, *sorted(self.open)]
 
     def attach_all(self, cur) -> None:
         for m in sorted(self.open):
@@ -142,12 +144,13 @@ class Builders:
         self._months: dict[int, tuple[queue.Queue, Future]] = {}
         self.timings: list[dict] = []  # per month, for the profile
         conn = connect()
-        with conn.cursor() as cur:  # leftovers of a failed run go first
-            cur.execute(f"DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE")
-            cur.execute(f"CREATE SCHEMA {BUILD_SCHEMA}")
-        conn.commit()
-        self._conns.append(conn)
-        self._spare = [conn]  # for the first build thread
+        try:
+            with conn.cursor() as cur:  # leftovers of a failed run go first
+                cur.execute(f"DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE")
+                cur.execute(f"CREATE SCHEMA {BUILD_SCHEMA}")
+            conn.commit()
+        finally:
+            conn.close()
 
     def add(self, yyyymm: int, data: pa.Table) -> None:
         """Hand over a part of a month; waits while more than max_rows rows wait for COPY."""
@@ -178,15 +181,12 @@ class Builders:
             raise db_error(e, f"building partition {self.table}_{yyyymm} failed") from None
 
     def _session(self):
+        """The build thread's own connection, opened on its first month."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            conn = self._local.conn = self._connect()
             with self._lock:
-                conn = self._spare.pop() if self._spare else None
-            if conn is None:
-                conn = self._connect()
-                with self._lock:
-                    self._conns.append(conn)
-            self._local.conn = conn
+                self._conns.append(conn)
         return conn
 
     def _build(self, yyyymm: int, parts: queue.Queue) -> None:

@@ -143,22 +143,21 @@ def diff(
     cmp = cmp.with_columns(_changed=changed.fill_null(True), _loaded=((is_new | content) & (pl.col("_head_src") == 1)).fill_null(False),
                            _moved=range_moved.fill_null(False) & ~is_new)
 
-    deletes = before.join(history, on=K, how="anti").select(K, B)
+    absorbed = before.join(history, on=K, how="anti")
+    deletes = absorbed.select(K, B)
     repoint = pl.concat([deletes, cmp.filter("_moved").select(K, B)])
     # where the assignment of sales to versions may have changed: the earliest edge that
     # moved (a sale before it keeps its version, so the re-pointing can skip its month)
-    lf = pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from"))
+    lookup_from = pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from"))
     lf_old = pl.when(pl.col("_first_old")).then(pl.lit(BEGINNING)).otherwise(
         pl.col("valid_from_old"))
     edges = cmp.filter("_moved").select(
-        pl.when(lf != lf_old).then(pl.min_horizontal(lf, lf_old))
+        pl.when(lookup_from != lf_old).then(pl.min_horizontal(lookup_from, lf_old))
         .otherwise(pl.min_horizontal(pl.col("valid_to"), pl.col("valid_to_old"))).alias("t"))
-    absorbed = before.join(history, on=K, how="anti").select(
-        pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from")).alias("t"))
-    since = pl.concat([edges, absorbed], how="vertical_relaxed")["t"].min()
+    since = pl.concat([edges, absorbed.select(lookup_from.alias("t"))],
+                      how="vertical_relaxed")["t"].min()
     loaded = int(cmp["_loaded"].sum())
     out_cols = [K, B, *A, "valid_from", "valid_to", "is_current", "is_inferred"]
-    lookup_from = pl.when(pl.col("_first")).then(pl.lit(BEGINNING)).otherwise(pl.col("valid_from"))
     untouched = stored.join(history.select(B), on=B, how="anti").with_columns(
         _first=pl.col("valid_from") == pl.col("valid_from").min().over(B))
     versions = pl.concat([
