@@ -6,7 +6,7 @@ demo:
 
 # The whole test suite against a real PostgreSQL started by the fixtures.
 test:
-    python3 -m pytest -q -p no:cacheprovider
+    python3 -m pytest -q -p no:cacheprovider -n 2
 
 lint:
     ruff check retail_etl pipelines tests benchmarks

@@ -14,7 +14,7 @@ import typer
 
 from retail_etl import __version__, console
 from retail_etl.config import config_file, load_settings
-from retail_etl.errors import EtlError
+from retail_etl.errors import EtlError, Terminated
 
 app = typer.Typer(
     name="retail-etl",
@@ -58,16 +58,17 @@ def handled(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.BadParameter):  # usage errors: typer prints them, exit 2
             raise
         except EtlError as e:
             if _state["debug"]:
                 traceback.print_exc()
             console.error(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            console.error("interrupted; the run was rolled back")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
+            term = isinstance(e, Terminated)
+            console.error(f"{'terminated' if term else 'interrupted'}; the run was rolled back")
+            raise typer.Exit(143 if term else 130) from None
         except Exception as e:  # a bug, not the user's mistake: still one line by default
             if _state["debug"]:
                 traceback.print_exc()
@@ -323,16 +324,52 @@ def rejects(
     dsn: DsnOpt = None,
     run: Annotated[int | None, typer.Option(help="Run id (default: the latest with rejects).")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    whole: Annotated[bool, typer.Option(
+        "--whole", help="Show each original row whole (default: cut at 200 characters).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show quarantined rows: file, line, the rules they broke and the original row.
 
     Example:
         retail-etl rejects --run 3 --limit 20
+        retail-etl rejects --run 3 --whole --json
     """
     from retail_etl import queries
 
-    _render(queries.rejects(_dsn(dsn), run, limit), "Rejects", as_json)
+    _render(queries.rejects(_dsn(dsn), run, limit, None if whole else 200), "Rejects", as_json)
+
+
+@app.command()
+@handled
+def clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+) -> None:
+    """Remove the staging that no running load holds: what killed runs left, and what
+    keep_staging kept. Reports each directory and its size. A running load is never touched.
+
+    Example:
+        retail-etl clean --dry-run
+        retail-etl clean
+    """
+    from retail_etl import staging
+
+    root = load_settings().staging_dir
+    found = staging.leftovers(root) if dry_run else staging.sweep(root, include_kept=True)
+    for left in found:
+        console.info(f"{'would remove' if dry_run else 'removed'} {left.path} "
+                     f"({_size(left.bytes)}{', kept on purpose' if left.kept else ''})")
+    total = _size(sum(left.bytes for left in found))
+    console.info(f"{len(found)} staging directories, {total}"
+                 + (" (dry run: nothing removed)" if dry_run else " removed")
+                 if found else f"nothing to clean in {root}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
     dsn: str | None = Field(None, description="warehouse DSN; default: the local cluster")
     data_dir: Path = Field(Path("data"), description="raw, staging, rejects, pg/ live here")
     fiscal_year_start_month: int = Field(2, description="first month of the fiscal year")
+    plausible_from: date = Field(date(1990, 1, 1), description="the earliest plausible "
+                                 "sale or version time; earlier ones are rejects")
+    plausible_days_ahead: float = Field(1.0, ge=0, description="how far past the run's "
+                                        "start a time (or a date) may lie before it is a reject")
     lock_wait_seconds: float = Field(300.0, description="how long a run waits for another")
     keep_staging: bool = Field(False, description="keep data/staging/<run> after success")
     duckdb_threads: int = Field(2, description="DuckDB threads for the as-of lookup")

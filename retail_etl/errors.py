@@ -49,3 +49,7 @@ class LockTimeout(EtlError):
 
 class ClusterError(EtlError):
     """The local PostgreSQL cluster could not be created, started or stopped."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like SIGINT (Ctrl-C): the run rolls back and removes its staging."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,11 +18,18 @@ import adbc_driver_manager
 import polars as pl
 
 import pipelines
-from retail_etl import console
+from retail_etl import console, staging
 from retail_etl.config import SQL_DIR, FilesSource, PostgresSource, Settings, Source
 from retail_etl.db.cluster import Cluster
 from retail_etl.db.connect import apply_schema, connect, db_error, resolve_dsn
-from retail_etl.errors import ConfigError, EtlError, LockTimeout, UsageError
+from retail_etl.errors import (
+    ConfigError,
+    EtlError,
+    InputError,
+    LockTimeout,
+    Terminated,
+    UsageError,
+)
 from retail_etl.extract.files import Extracted, extract
 from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_marks
 from retail_etl.load import partitions
@@ -95,44 +104,75 @@ def load(settings: Settings, sources: dict[str, Source], *, full: bool = False,
     if not sources:
         raise UsageError("no sources to load", hint="pass --source-dir DIR, or declare "
                           "[sources.NAME] in retail_etl.toml (see README)")
+    for cfg in sources.values():  # a mistyped directory is no run at all
+        if isinstance(cfg, FilesSource) and not cfg.dir.is_dir():
+            what = "is not a directory" if cfg.dir.exists() else "does not exist"
+            raise InputError(f"source directory {cfg.dir} {what}")
     dsn = resolve_dsn(settings)
     pl.Config.set_engine_affinity(settings.polars_engine)
     ledger = connect(dsn, autocommit=True)
     conn = connect(dsn)
     label = (f"files:{sources['files'].dir}" if list(sources) == ["files"]
              else "+".join(sources) + (" (full)" if full else ""))
+    run = None
     try:
-        apply_schema(conn, SQL_DIR)
-        run = open_run(ledger, label, settings.staging_dir)
-        run.dsn = dsn
-        run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
-                              if profile else None)
-        try:
-            with run.profile.cursor(conn.cursor()) as cur:
-                _lock(cur, settings.lock_wait_seconds)
-                cur.execute(f"SET LOCAL random_page_cost = {settings.random_page_cost:g}")
-                mark_killed(cur, run.run_id)
-                prepared = prepare(run, cur, settings, sources, full)
-                write(cur, run, prepared, settings)
-                checkpoint("commit")
-                record_success(cur, run)
-            conn.commit()
-        except BaseException as e:
-            _rollback(conn)
-            if run.built_aside:  # (only a run that holds the warehouse lock builds)
-                _drop_builds(ledger)
-            record_failure(ledger, run, _message(e))
-            if isinstance(e, adbc_driver_manager.Error):
-                raise db_error(e, f"run {run.run_id} failed") from None
-            raise
-        _analyze(ledger, dsn, run)
-        run.profile.write(run)
-        if not settings.keep_staging:
-            shutil.rmtree(run.staging, ignore_errors=True)
+        with _sigterm_as_interrupt():
+            apply_schema(conn, SQL_DIR)
+            staging.sweep(settings.staging_dir)  # left by killed runs: their locks died with them
+            run = open_run(ledger, label, settings.staging_dir)
+            run.dsn = dsn
+            run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
+                                  if profile else None)
+            _transaction(conn, ledger, run, settings, sources, full)
+            _analyze(ledger, dsn, run)
+            run.profile.write(run)
         return run
     finally:
+        if run is not None:
+            run.scratch.close(keep=settings.keep_staging)
         conn.close()
         ledger.close()
+
+
+def _transaction(conn, ledger, run: Run, settings: Settings, sources: dict[str, Source],
+                 full: bool) -> None:
+    """The run's stages in one transaction: committed whole, or rolled back and recorded."""
+    try:
+        with run.profile.cursor(conn.cursor()) as cur:
+            _lock(cur, settings.lock_wait_seconds)
+            cur.execute(f"SET LOCAL random_page_cost = {settings.random_page_cost:g}")
+            mark_killed(cur, run.run_id)
+            prepared = prepare(run, cur, settings, sources, full)
+            write(cur, run, prepared, settings)
+            checkpoint("commit")
+            record_success(cur, run)
+        conn.commit()
+    except BaseException as e:
+        _rollback(conn)
+        if run.built_aside:  # (only a run that holds the warehouse lock builds)
+            _drop_builds(ledger)
+        record_failure(ledger, run, _message(e))
+        if isinstance(e, adbc_driver_manager.Error):
+            raise db_error(e, f"run {run.run_id} failed") from None
+        raise
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler stopping the job) unwinds the run like Ctrl-C: rollback, the run
+    marked failed, staging removed. Only the main thread may set a signal handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- file stages: no database -----------------------------------------------------------
@@ -174,6 +214,8 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
         st["rows"] = sum(x.rows for x in extracted.values())
     valid: dict[str, list[Path]] = {}
     rejects = []
+    window = quality.Window.around(settings.plausible_from, run.started_at,
+                                   settings.plausible_days_ahead)
     with run.stage("validate") as st:
         st["rows"] = 0
         for entity in entities:
@@ -183,8 +225,8 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
             out = run.staging / "valid" / entity.name
             for batch in _batches(ex.staged, VALIDATE_ROWS):
                 path, raw = batch[0], pl.scan_parquet(batch)
-                plan = run.profile.plan(f"validate_{entity.name}", quality.validate(raw, entity))
-                good, bad = quality.split(plan.collect(), raw, entity)
+                plan = run.profile.plan(f"validate_{entity.name}", quality.validate(raw, entity, window))
+                good, bad = quality.split(plan.collect(), raw, entity, window)
                 counts.rejected += bad.height
                 st["rows"] += good.height
                 rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
@@ -649,4 +691,8 @@ def _analyze(ledger, dsn: str, run: Run, streams: int = 2) -> None:
 def _message(e: BaseException) -> str:
     if isinstance(e, EtlError):
         return e.message
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import polars as pl
 
-from retail_etl.db.connect import connect
+from retail_etl.db.connect import connect, redact
+from retail_etl.errors import EtlError
 
 
 def _frame(dsn: str, sql: str, params: tuple = ()) -> pl.DataFrame:
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('etl.runs') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                raise EtlError(f"{redact(dsn)} holds no warehouse yet: nothing was loaded into it",
+                               hint="load something first: `retail-etl load --source-dir DIR`")
             cur.execute(sql, parameters=params or None)
             return pl.from_arrow(cur.fetch_arrow_table())
     finally:
@@ -40,9 +45,17 @@ def stages(dsn: str, run_id: int) -> pl.DataFrame:
     """, (run_id,))
 
 
-def rejects(dsn: str, run_id: int | None, limit: int) -> pl.DataFrame:
-    return _frame(dsn, """
-        SELECT run_id, entity, file, line, array_to_string(rules, ', ') AS rules, row::text AS row
+def rejects(dsn: str, run_id: int | None, limit: int, width: int | None) -> pl.DataFrame:
+    """The quarantined rows of one run (default: the latest with rejects); `width`: each
+    original row cut to that many characters (None: whole)."""
+    if run_id is not None and _frame(dsn, "SELECT 1 FROM etl.runs WHERE run_id = $1",
+                                     (run_id,)).height == 0:
+        raise EtlError(f"no run {run_id} in this warehouse", hint="see `retail-etl runs`")
+    row = ("row::text" if width is None else
+           f"CASE WHEN length(row::text) > {int(width)} "
+           f"THEN left(row::text, {int(width)}) || '...' ELSE row::text END")
+    return _frame(dsn, f"""
+        SELECT run_id, entity, file, line, array_to_string(rules, ', ') AS rules, {row} AS row
         FROM etl.rejects
         WHERE run_id = coalesce($1, (SELECT max(run_id) FROM etl.rejects))
         ORDER BY entity, file, line LIMIT $2

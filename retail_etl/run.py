@@ -10,12 +10,14 @@ import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from retail_etl import console
+from retail_etl.staging import Staging
 
 
 def peak_rss_mb() -> float:
@@ -54,9 +56,11 @@ class Run:
     partitions: list[str] = field(default_factory=list)
     analyze: list[str] = field(default_factory=list)  # tables whose statistics went stale
     started: float = field(default_factory=time.perf_counter)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     profile: Any = None  # retail_etl.profile.Profile
     dsn: str = ""  # the warehouse, for sessions beside the run's (partition builds)
     built_aside: bool = False  # months were built in etl_build (dropped if the run fails)
+    scratch: Staging | None = None  # the private staging directory (removed at the end)
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
@@ -94,18 +98,18 @@ class Run:
 
 
 def open_run(ledger, source: str, staging_root: Path) -> Run:
-    """Insert the run's row (status running) and make its staging directory. Runs left
-    `running` by a killed process are marked `killed` by the next run that holds the lock."""
+    """Insert the run's row (status running) and make its private staging directory (see
+    staging.py). Runs left `running` by a killed process are marked `killed` by the next
+    run that holds the lock."""
     with ledger.cursor() as cur:
         cur.execute(
             "INSERT INTO etl.runs (source, ledger_pid) VALUES ($1, pg_backend_pid()) RETURNING run_id", parameters=(source,)
         )
         run_id = cur.fetchone()[0]
-        staging = staging_root / f"run_{run_id:06d}"
+        scratch = Staging(staging_root, run_id)
         cur.execute("UPDATE etl.runs SET staging_dir = $1 WHERE run_id = $2",
-                    parameters=(str(staging), run_id))
-    staging.mkdir(parents=True, exist_ok=True)
-    return Run(run_id, staging)
+                    parameters=(str(scratch.path), run_id))
+    return Run(run_id, scratch.path, scratch=scratch)
 
 
 def record_success(cur, run: Run) -> None:

@@ -18,6 +18,9 @@ class Column:
     required: bool = False
     min: int | None = None  # inclusive lower bound for numbers
     nonzero: bool = False
+    # plausibility: a timestamp inside the run's window (settings plausible_from .. the
+    # run's start + plausible_days_ahead), a date not after its end; False: any value
+    plausible: bool = True
 
 
 def id_(name: str, required: bool = True) -> Column:

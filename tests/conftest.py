@@ -38,7 +38,7 @@ def cluster():
 def dsn(cluster):
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield cluster.create_database(name, template=TEMPLATE)
-    cluster._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cluster.drop_database(name)
 
 
 @pytest.fixture
@@ -64,4 +64,4 @@ def oltp_dsn(cluster):
     """A fresh empty database (no warehouse schema) for the OLTP generator."""
     name = f"o_{uuid.uuid4().hex[:12]}"
     yield cluster.create_database(name)
-    cluster._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cluster.drop_database(name)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -71,3 +75,19 @@ def checksum(dsn: str) -> dict[str, str]:
         out[t] = rows(dsn, f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
                            f"FROM dw.{t} x")[0][0]
     return out
+
+
+def start_paused(settings, drop, tmp_path, point, *, cwd=None):
+    """`retail-etl load` in a process of its own, returned once it sleeps at `point`
+    (RETAIL_ETL_PAUSE_AT), for a test to kill or stop it there."""
+    pause = tmp_path / f"paused-{point.replace(':', '-')}"
+    env = {**os.environ, "RETAIL_ETL_DSN": settings.dsn, "RETAIL_ETL_DATA_DIR": str(settings.data_dir),
+           "RETAIL_ETL_PAUSE_AT": point, "RETAIL_ETL_PAUSE_FILE": str(pause)}
+    p = subprocess.Popen([sys.executable, "-m", "retail_etl", "load", "--source-dir", str(drop)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    deadline = time.time() + 60
+    while not pause.exists():
+        assert p.poll() is None, p.stderr.read().decode()
+        assert time.time() < deadline, "the run never reached its pause point"
+        time.sleep(0.05)
+    return p

@@ -2,9 +2,6 @@
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -12,7 +9,7 @@ from retail_etl import flow
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
 from retail_etl.flow import InjectedFailure
-from tests.helpers import checksum, load, rows, write_drop
+from tests.helpers import checksum, load, rows, start_paused, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -44,25 +41,11 @@ def test_failure_injected_during_the_merge_changes_nothing(settings, dsn, tmp_pa
     assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(2,)]
 
 
-def _start_paused(settings, drop, tmp_path, point):
-    pause = tmp_path / f"paused-{point.replace(':', '-')}"
-    env = {**os.environ, "RETAIL_ETL_DSN": settings.dsn, "RETAIL_ETL_DATA_DIR": str(settings.data_dir),
-           "RETAIL_ETL_PAUSE_AT": point, "RETAIL_ETL_PAUSE_FILE": str(pause)}
-    p = subprocess.Popen([sys.executable, "-m", "retail_etl", "load", "--source-dir", str(drop)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while not pause.exists():
-        assert p.poll() is None, p.stderr.read().decode()
-        assert time.time() < deadline, "the run never reached its pause point"
-        time.sleep(0.05)
-    return p
-
-
 def test_killed_run_leaves_the_warehouse_as_it_was(settings, dsn, tmp_path):
     d1, d2 = _drops(tmp_path)
     load(settings, d1)
     before = checksum(dsn)
-    p = _start_paused(settings, d2, tmp_path, "merge:facts")
+    p = start_paused(settings, d2, tmp_path, "merge:facts")
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert checksum(dsn) == before
@@ -73,7 +56,7 @@ def test_killed_run_leaves_the_warehouse_as_it_was(settings, dsn, tmp_path):
 
 def test_a_second_run_waits_for_the_first_or_stops_with_a_clear_message(settings, dsn, tmp_path):
     d1, d2 = _drops(tmp_path)
-    p = _start_paused(settings, d1, tmp_path, "commit")
+    p = start_paused(settings, d1, tmp_path, "commit")
     try:
         impatient = settings.model_copy(update={"lock_wait_seconds": 0.5})
         with pytest.raises(LockTimeout, match="another run still holds the warehouse lock"):
@@ -108,7 +91,7 @@ def test_months_built_by_a_killed_run_are_dropped_by_the_next(settings, dsn, tmp
     d1, d2 = _drops(tmp_path)
     load(settings, d1)
     before, parts = checksum(dsn), rows(dsn, PARTS)
-    p = _start_paused(settings, d2, tmp_path, "commit")
+    p = start_paused(settings, d2, tmp_path, "commit")
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert checksum(dsn) == before and rows(dsn, PARTS) == parts

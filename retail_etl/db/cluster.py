@@ -143,6 +143,10 @@ class Cluster:
         if r.strip() != "1":
             self._psql(f'CREATE DATABASE "{name}"', database="postgres")
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database of the cluster, its sessions ended first."""
+        self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def _psql(self, sql: str, database: str = "postgres") -> str:
         r = self._run(
             [self._bin("psql"), "-X", "-q", "-t", "-A", "-h", str(self.socket_dir),

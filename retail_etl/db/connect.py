@@ -20,7 +20,7 @@ from retail_etl.config import Settings
 from retail_etl.db.cluster import Cluster
 from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable
 
-_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+_PASSWORD = re.compile(r"(://[^:/@\s]+:)(\S*)(@)")  # greedy: a raw @ in the password too
 
 
 def redact(text: str) -> str:

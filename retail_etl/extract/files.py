@@ -3,6 +3,8 @@ with the file, line and load order of each row. Nothing is cleaned or judged her
 
 from __future__ import annotations
 
+import csv
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,15 +57,22 @@ def discover(source_dir: Path, entities: tuple[Entity, ...],
 def read_file(path: Path, entity: Entity) -> pl.DataFrame:
     """One file as text columns named as the entity's, plus _line (1-based record number,
     the header being line 1). Missing optional columns are NULL."""
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes, not even a header)",
+                         hint="a file with no rows still needs its header line")
     try:
         if path.name.lower().endswith(".parquet"):
             df = _as_text(pl.read_parquet(path))
         else:
+            _check_header(path)
             df = pl.read_csv(path, infer_schema=False, encoding="utf8",
                              raise_if_empty=False, truncate_ragged_lines=False)
+    except InputError:
+        raise
     except Exception as e:  # polars raises many types; all mean "cannot read this file"
         raise InputError(f"cannot read {path}: {_first_line(e)}") from None
-    df = df.rename({c: c.strip().lower() for c in df.columns})
+    names = _unique_names(path, df.columns)
+    df = df.rename(dict(zip(df.columns, names, strict=True)))
     missing = [c for c in entity.required if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing required column {missing[0]!r}"
@@ -73,6 +82,29 @@ def read_file(path: Path, entity: Entity) -> pl.DataFrame:
              for c in entity.column_names]
     extra = [pl.col(c) for c in df.columns if c not in entity.column_names]
     return df.select(known + extra).with_row_index("_line", offset=2).with_columns(pl.col("_line").cast(pl.Int64))
+
+
+def _check_header(path: Path) -> None:
+    """Polars renames a repeated CSV column (`x`, `x_duplicated_0`) without a word: look at
+    the header line itself (only it is read)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            first = f.readline().decode("utf-8-sig", errors="replace")  # the rest: polars
+    except OSError as e:  # a truncated or corrupt gzip
+        raise InputError(f"cannot read {path}: {e}") from None
+    header = next(csv.reader([first]), [])
+    _unique_names(path, header)
+
+
+def _unique_names(path: Path, columns: list[str]) -> list[str]:
+    """The column names as compared (stripped, lower case); a name twice is an error."""
+    names = [c.strip().lower() for c in columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{path}: column {twice[0]!r} appears more than once in the header",
+                         hint="column names are compared without case and surrounding spaces")
+    return names
 
 
 def _as_text(df: pl.DataFrame) -> pl.DataFrame:

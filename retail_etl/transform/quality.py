@@ -4,6 +4,9 @@ every rule it broke (rule names are `column:rule`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
 import polars as pl
 
 from retail_etl.spec import Column, Entity
@@ -16,6 +19,22 @@ _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 _BOOLS = {"true": True, "t": True, "1": True, "yes": True, "y": True,
           "false": False, "f": False, "0": False, "no": False, "n": False}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The times a source row can plausibly hold (UTC): a sale in year 1 or 9999 is a typo,
+    not a reason to grow the calendar by 3.6 million days."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def around(cls, start: date, now: datetime, days_ahead: float) -> Window:
+        return cls(datetime.combine(start, time(), UTC), now + timedelta(days=days_ahead))
+
+
+ANY_TIME = Window(datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
 
 
 def parse_timestamp(c: pl.Expr) -> pl.Expr:
@@ -33,7 +52,7 @@ def parse_timestamp(c: pl.Expr) -> pl.Expr:
     return s.str.to_datetime(_TS_FORMAT, strict=False, time_unit="us", time_zone="UTC")
 
 
-def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
+def _column(col: Column, window: Window) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
     """(the parsed value, [(rule name, violated?)]) for one source column."""
     cleaned = pl.col(f"__c_{col.name}")  # the cleaned text (see validate)
     parsed = pl.col(col.name)  # the value, computed once, before the rules
@@ -65,43 +84,48 @@ def _column(col: Column) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
         rules.append((f"{col.name}:below_{col.min}", parsed < col.min))
     if col.nonzero:
         rules.append((f"{col.name}:zero", parsed == 0))
+    if col.plausible and col.kind == "timestamp":
+        rules.append((f"{col.name}:outside_window",
+                      (parsed < window.start) | (parsed > window.end)))
+    elif col.plausible and col.kind == "date":
+        rules.append((f"{col.name}:in_the_future", parsed > window.end.date()))
     return value.alias(col.name), rules
 
 
-def _parsed(raw: pl.LazyFrame, entity: Entity) -> tuple[pl.LazyFrame, list[tuple[str, pl.Expr]]]:
+def _parsed(raw: pl.LazyFrame, entity: Entity, window: Window) -> tuple[pl.LazyFrame, list[tuple[str, pl.Expr]]]:
     """The raw rows with cleaned text (`__c_<col>`) and parsed values, and the rules over them."""
     cleaned = [clean.CLEANERS.get(c.kind, clean.text)(pl.col(c.name)).alias(f"__c_{c.name}")
                for c in entity.columns]
     values, rules = [], []
     for col in entity.columns:
-        value, col_rules = _column(col)
+        value, col_rules = _column(col, window)
         values.append(value)
         rules += col_rules
     # each parse runs once; the rules read its result
     return raw.with_columns(cleaned).with_columns(values), rules
 
 
-def validate(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
+def validate(raw: pl.LazyFrame, entity: Entity, window: Window = ANY_TIME) -> pl.LazyFrame:
     """Cleaned, typed columns plus `_bad` (breaks a rule) and the untouched metadata columns.
     Which rules a row breaks is worked out by `split` for the bad rows only: building the
     list for every row was half the cost of validation. The raw text is not carried along
     (it would double the memory of a run): `split` fetches it back for the rows that need it."""
-    parsed, rules = _parsed(raw, entity)
+    parsed, rules = _parsed(raw, entity, window)
     bad = pl.any_horizontal([v.fill_null(False) for _, v in rules])
     return parsed.select(*entity.column_names, bad.alias("_bad"), "_file", "_line", "_seq")
 
 
-def broken_rules(raw: pl.LazyFrame, entity: Entity) -> pl.LazyFrame:
+def broken_rules(raw: pl.LazyFrame, entity: Entity, window: Window = ANY_TIME) -> pl.LazyFrame:
     """[_seq, _rules]: every rule each row breaks (`column:rule`), empty when valid."""
-    parsed, rules = _parsed(raw, entity)
+    parsed, rules = _parsed(raw, entity, window)
     broken = pl.concat_list(
         [pl.when(v.fill_null(False)).then(pl.lit(name)) for name, v in rules]
     ).list.drop_nulls()
     return parsed.select("_seq", broken.alias("_rules"))
 
 
-def split(validated: pl.DataFrame, raw: pl.LazyFrame,
-          entity: Entity) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split(validated: pl.DataFrame, raw: pl.LazyFrame, entity: Entity,
+          window: Window = ANY_TIME) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects:
     file, line, rules and the whole original row as JSON, read back from `raw`)."""
     rejected = validated.filter("_bad").select("_seq", "_file", "_line")
@@ -110,7 +134,7 @@ def split(validated: pl.DataFrame, raw: pl.LazyFrame,
         return valid, pl.DataFrame(schema={"file": pl.String, "line": pl.Int64,
                                            "rules": pl.List(pl.String), "row": pl.String})
     original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode()))
-    why = broken_rules(original, entity).collect()
+    why = broken_rules(original, entity, window).collect()
     row = original.select(
         "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode().alias("row"),
     ).collect()
