@@ -392,9 +392,15 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
     if p.rejects.height:
         with run.stage("rejects", p.rejects.height):
             copy_temp(cur.connection, "stg_rejects", p.rejects)
+            # a reload's rejects are counted in its ledger, but stored once: the same row of
+            # the same file and line, quarantined by an earlier run, is not stored again
             cur.execute(f"""
                 INSERT INTO etl.rejects (run_id, entity, file, line, rules, row)
-                SELECT {run.run_id}, entity, file, line, rules, row::jsonb FROM stg_rejects
+                SELECT {run.run_id}, s.entity, s.file, s.line, s.rules, s.row::jsonb
+                FROM stg_rejects s
+                WHERE NOT EXISTS (SELECT 1 FROM etl.rejects r WHERE r.entity = s.entity
+                                  AND r.file = s.file AND r.line = s.line
+                                  AND r.row = s.row::jsonb)
             """)
 
 
@@ -686,6 +692,9 @@ def _analyze(ledger, dsn: str, run: Run, streams: int = 2) -> None:
                 c.close()
     with ledger.cursor() as cur:
         record_stages(cur, run)
+        # the run ends here, as its summary line says (the commit came before the ANALYZE)
+        cur.execute("UPDATE etl.runs SET ended_at = clock_timestamp() WHERE run_id = $1",
+                    parameters=(run.run_id,))
 
 
 def _message(e: BaseException) -> str:

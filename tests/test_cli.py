@@ -82,9 +82,9 @@ def test_unreadable_files(tmp_path, dsn):
     line = _one_error_line(cli("load", "--source-dir", str(d), "--dsn", dsn))
     assert line.startswith(f"Error: cannot read {d / 'products.parquet'}: ")
     (d / "products.parquet").unlink()
-    (d / "stores.csv").write_bytes(b"store_id,updated_at\n\xff\xfe,2024-01-01\n")
+    (d / "sales.csv.gz").write_bytes(b"\x1f\x8b\x08\x00truncated")
     line = _one_error_line(cli("load", "--source-dir", str(d), "--dsn", dsn))
-    assert line.startswith(f"Error: cannot read {d / 'stores.csv'}: ")
+    assert line.startswith(f"Error: cannot read {d / 'sales.csv.gz'}: ")
 
 
 def test_bad_setting_names_it(tmp_path):

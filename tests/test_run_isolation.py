@@ -216,3 +216,26 @@ def test_a_password_is_redacted_whatever_it_holds(password):
     text = redact(f"cannot connect to postgresql://etl:{password}@db.example:5432/dw: refused")
     assert password not in text.replace("***", "")
     assert text == "cannot connect to postgresql://etl:***@db.example:5432/dw: refused"
+
+
+# ---- defect 3 (in part): bytes no column can hold are rejects of their line ----------------
+
+def test_nul_and_non_utf8_bytes_reject_their_line_and_the_rest_loads(settings, dsn, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "sales.csv").write_bytes(
+        b"order_id,line_number,order_ts,customer_id,store_id,product_id,quantity,unit_price\n"
+        b"O-1,1,2024-01-15,,,P-1,1,1.00\n"
+        b"O-2,1,2024-01-15,,,P-\x001,1,1.00\n"
+        b"O-3,1,2024-01-15,,,Caf\xe9,1,1.00\n"
+        b"O-4,1,2024-01-15,,,P-1,1,1.00\n")
+    run = load(settings, d)
+    c = run.counts["sales"]
+    assert (c.read, c.loaded, c.rejected) == (4, 2, 2)
+    assert rows(dsn, "SELECT line, rules::text, row->>'product_id' FROM etl.rejects ORDER BY line") == [
+        (3, "{product_id:nul_byte}", "P-\u24001"), (4, "{product_id:not_utf8}", "Caf\ufffd")]
+    assert rows(dsn, "SELECT order_id FROM dw.fact_sales ORDER BY 1") == [("O-1",), ("O-4",)]
+    load(settings, d)  # a reload counts its rejects again but does not store them twice
+    assert rows(dsn, "SELECT count(*) FROM etl.rejects") == [(2,)]
+    assert rows(dsn, "SELECT rows_rejected FROM etl.run_entities WHERE entity = 'sales' "
+                     "ORDER BY run_id") == [(2,), (2,)]

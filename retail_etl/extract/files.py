@@ -65,7 +65,8 @@ def read_file(path: Path, entity: Entity) -> pl.DataFrame:
             df = _as_text(pl.read_parquet(path))
         else:
             _check_header(path)
-            df = pl.read_csv(path, infer_schema=False, encoding="utf8",
+            # lossy: a byte that is not UTF-8 becomes U+FFFD, and its line a reject
+            df = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy",
                              raise_if_empty=False, truncate_ragged_lines=False)
     except InputError:
         raise

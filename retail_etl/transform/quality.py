@@ -78,6 +78,10 @@ def _column(col: Column, window: Window) -> tuple[pl.Expr, list[tuple[str, pl.Ex
         rules.append((f"{col.name}:not_a_timestamp", cleaned.is_not_null() & parsed.is_null()))
     else:
         value = cleaned
+    # bytes no warehouse column can hold: a NUL, or what was not UTF-8 in the file (read
+    # lossily, as U+FFFD): the line is a reject, the rest of the file loads
+    rules.append((f"{col.name}:nul_byte", cleaned.str.contains("\x00", literal=True)))
+    rules.append((f"{col.name}:not_utf8", cleaned.str.contains("\ufffd", literal=True)))
     if col.required:
         rules.append((f"{col.name}:required", cleaned.is_null()))
     if col.min is not None:
@@ -136,7 +140,9 @@ def split(validated: pl.DataFrame, raw: pl.LazyFrame, entity: Entity,
     original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode()))
     why = broken_rules(original, entity, window).collect()
     row = original.select(
-        "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode().alias("row"),
+        "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode()
+        .str.replace_all("\\u0000", "\\u2400", literal=True)  # jsonb holds no NUL: shown as ␀
+        .alias("row"),
     ).collect()
     rejects = rejected.join(why, on="_seq", how="left").join(row, on="_seq", how="left").sort(
         "_seq").select(file=pl.col("_file"), line=pl.col("_line"), rules=pl.col("_rules"),

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS etl.rejects (
     row     jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejects_run_idx ON etl.rejects (run_id);
+-- a reload finds the rejects it would repeat (and stores them once)
+CREATE INDEX IF NOT EXISTS rejects_line_idx ON etl.rejects (entity, file, line);
 
 -- High-water marks of incremental sources, advanced only by the run that commits.
 CREATE TABLE IF NOT EXISTS etl.watermarks (
