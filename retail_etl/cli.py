@@ -90,6 +90,9 @@ def _dsn(dsn: str | None) -> str:
 def load(
     source_dir: Annotated[Path | None, typer.Option(
         "--source-dir", "-s", help="Load this drop directory only.", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(
+        "--encoding", help="The --source-dir drop's CSV text encoding (latin-1, cp1252, ...); "
+        "a configured source has its own `encoding` setting.")] = "utf-8",
     source: Annotated[list[str] | None, typer.Option(
         "--source", help="Load this configured source only (repeatable).",
         show_default=False)] = None,
@@ -119,7 +122,11 @@ def load(
     if source_dir is not None and source:
         raise typer.BadParameter("give --source-dir or --source, not both")
     if source_dir is not None:
-        sources = {"files": FilesSource(kind="files", dir=source_dir)}
+        try:
+            sources = {"files": FilesSource(kind="files", dir=source_dir, encoding=encoding)}
+        except ValueError as e:  # pydantic's error names the setting; a flag is the user's
+            raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "),
+                                     param_hint="--encoding") from None
     else:
         unknown = [n for n in source or [] if n not in settings.sources]
         if unknown:

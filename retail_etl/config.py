@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from datetime import date
 from pathlib import Path
@@ -31,6 +32,17 @@ class FilesSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["files"]
     dir: Path = Field(description="the drop directory")
+    encoding: str = Field("utf-8", description="the CSV files' text encoding (a Python "
+                          "codec name: utf-8, latin-1, cp1252, ...)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (try utf-8, latin-1 or cp1252)") from None
+        return v
 
 
 class PostgresSource(BaseModel):

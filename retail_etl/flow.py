@@ -187,7 +187,8 @@ def extract_all(run: Run, cur, settings: Settings, sources: dict[str, Source],
     for name, cfg in sources.items():
         stage = run.staging / "extract"
         if isinstance(cfg, FilesSource):
-            got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1)
+            got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
+                          encoding=cfg.encoding)
         else:
             reader = Reader(name, cfg, source_dsn(settings, name, cfg))
             pull = extract_oltp(reader, {e.name: e for e in entities}, read_marks(cur, name),
@@ -198,6 +199,7 @@ def extract_all(run: Run, cur, settings: Settings, sources: dict[str, Source],
             extracted[entity].staged += ex.staged
             extracted[entity].files += ex.files
             extracted[entity].rows += ex.rows
+            extracted[entity].malformed += ex.malformed
         file_no += sum(len(ex.staged) for ex in got.values())
     return extracted, pulls
 
@@ -222,6 +224,10 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
             ex = extracted[entity.name]
             counts = run.entity(entity.name)
             counts.read = ex.rows
+            for bad in ex.malformed:  # rejected before any row was made of them
+                counts.rejected += bad.height
+                rejects.append(bad.select("file", "line", "rules", "row",
+                                          entity=pl.lit(entity.name)))
             out = run.staging / "valid" / entity.name
             for batch in _batches(ex.staged, VALIDATE_ROWS):
                 path, raw = batch[0], pl.scan_parquet(batch)

@@ -136,6 +136,11 @@ def broken_rules(raw: pl.LazyFrame, entity: Entity, window: Window = ANY_TIME) -
     return parsed.select("_seq", broken.alias("_rules"))
 
 
+def row_json(row: pl.Expr) -> pl.Expr:
+    """A reject's row as stored: JSON, a NUL shown as ␀ (jsonb holds no NUL)."""
+    return row.struct.json_encode().str.replace_all("\\u0000", "\\u2400", literal=True)
+
+
 def split(validated: pl.DataFrame, raw: pl.LazyFrame, entity: Entity,
           window: Window = ANY_TIME) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid rows without bookkeeping columns but _seq, rejects as stored in etl.rejects:
@@ -148,9 +153,7 @@ def split(validated: pl.DataFrame, raw: pl.LazyFrame, entity: Entity,
     original = raw.filter(pl.col("_seq").is_in(rejected["_seq"].implode()))
     why = broken_rules(original, entity, window).collect()
     row = original.select(
-        "_seq", pl.struct(pl.exclude("_seq", "_file", "_line")).struct.json_encode()
-        .str.replace_all("\\u0000", "\\u2400", literal=True)  # jsonb holds no NUL: shown as ␀
-        .alias("row"),
+        "_seq", row_json(pl.struct(pl.exclude("_seq", "_file", "_line"))).alias("row"),
     ).collect()
     rejects = rejected.join(why, on="_seq", how="left").join(row, on="_seq", how="left").sort(
         "_seq").select(file=pl.col("_file"), line=pl.col("_line"), rules=pl.col("_rules"),
