@@ -49,6 +49,7 @@ from retail_etl.run import (
     Run,
     mark_killed,
     open_run,
+    record_end,
     record_failure,
     record_stages,
     record_success,
@@ -67,12 +68,16 @@ class InjectedFailure(Exception):
 
 def checkpoint(name: str) -> None:
     """Test hooks: RETAIL_ETL_FAIL_AT=<name> raises here, RETAIL_ETL_PAUSE_AT=<name> touches
-    RETAIL_ETL_PAUSE_FILE and sleeps (so a test can kill the process mid-run)."""
+    RETAIL_ETL_PAUSE_FILE and sleeps until that file is removed (at most 600 s), so a test
+    can kill the process mid-run, or break something and let it go on."""
     if os.environ.get("RETAIL_ETL_FAIL_AT") == name:
         raise InjectedFailure(f"failure injected at {name}")
     if os.environ.get("RETAIL_ETL_PAUSE_AT") == name:
-        Path(os.environ["RETAIL_ETL_PAUSE_FILE"]).touch()
-        time.sleep(600)
+        pause = Path(os.environ["RETAIL_ETL_PAUSE_FILE"])
+        pause.touch()
+        deadline = time.monotonic() + 600
+        while pause.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @dataclass
@@ -151,9 +156,12 @@ def _transaction(conn, ledger, run: Run, settings: Settings, sources: dict[str, 
         _rollback(conn)
         if run.built_aside:  # (only a run that holds the warehouse lock builds)
             _drop_builds(ledger)
-        record_failure(ledger, run, _message(e))
+        try:
+            record_failure(ledger, run, _message(e))
+        except adbc_driver_manager.Error:  # the ledger is lost too: the next run marks it killed
+            pass
         if isinstance(e, adbc_driver_manager.Error):
-            raise db_error(e, f"run {run.run_id} failed") from None
+            raise db_error(e, f"run {run.run_id} failed", dsn=run.dsn) from None
         raise
 
 
@@ -698,9 +706,7 @@ def _analyze(ledger, dsn: str, run: Run, streams: int = 2) -> None:
                 c.close()
     with ledger.cursor() as cur:
         record_stages(cur, run)
-        # the run ends here, as its summary line says (the commit came before the ANALYZE)
-        cur.execute("UPDATE etl.runs SET ended_at = clock_timestamp() WHERE run_id = $1",
-                    parameters=(run.run_id,))
+        record_end(cur, run)  # after the ANALYZE, as the summary line says
 
 
 def _message(e: BaseException) -> str:

@@ -18,7 +18,7 @@ from tenacity import (
 
 from retail_etl.config import Settings
 from retail_etl.db.cluster import Cluster
-from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable
+from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable, EtlError
 
 _PASSWORD = re.compile(r"(://[^:/@\s]+:)(\S*)(@)")  # greedy: a raw @ in the password too
 
@@ -92,9 +92,34 @@ def _first_line(msg: str) -> str:
     return redact(msg.splitlines()[0] if msg else "unknown error")
 
 
-def db_error(e: Exception, what: str) -> DatabaseError:
-    """A database failure as a one-line DatabaseError."""
-    return DatabaseError(f"{what}: {_first_line(str(e))}")
+# libpq's words for a session the server ended or a network that went away (SQLSTATE 08*,
+# 57P01-57P03 reach ADBC as message text only).
+_LOST = re.compile(r"server closed the connection|terminating connection|no connection to "
+                   r"the server|connection to server .* (lost|failed)|could not receive data|"
+                   r"could not send data|SSL SYSCALL|broken pipe|the database system is "
+                   r"(shutting down|in recovery mode)|connection reset", re.I)
+
+
+def db_error(e: Exception, what: str, *, dsn: str | None = None) -> EtlError:
+    """A database failure as a one-line DatabaseError; a lost server is DatabaseUnavailable
+    (retrying later may succeed) and names the server."""
+    detail = _first_line(str(e))
+    if _LOST.search(str(e)):
+        where = f" {_server(dsn)}" if dsn else ""
+        return DatabaseUnavailable(
+            f"{what}: lost the connection to the warehouse{where} ({detail}); "
+            "nothing was committed",
+            hint="is the server running? run the load again once it is back (a rerun is safe)")
+    return DatabaseError(f"{what}: {detail}")
+
+
+def _server(dsn: str) -> str:
+    """host:port/dbname of a postgresql:// URL, never its user or password."""
+    from urllib.parse import parse_qs, urlsplit
+
+    u = urlsplit(dsn)
+    host = u.hostname or parse_qs(u.query).get("host", ["localhost"])[0]
+    return f"{host}:{u.port or 5432}{u.path or ''}"
 
 
 def schema_files(sql_dir: Path) -> list[Path]:
