@@ -61,6 +61,7 @@ class Run:
     dsn: str = ""  # the warehouse, for sessions beside the run's (partition builds)
     built_aside: bool = False  # months were built in etl_build (dropped if the run fails)
     scratch: Staging | None = None  # the private staging directory (removed at the end)
+    ended: float | None = None  # seconds from started_at to ended_at, as the ledger holds them
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
@@ -85,7 +86,8 @@ class Run:
 
     @property
     def seconds(self) -> float:
-        return time.perf_counter() - self.started
+        """The ledger's duration once the run has ended (so the summary and `runs` agree)."""
+        return self.ended if self.ended is not None else time.perf_counter() - self.started
 
     def summary(self) -> dict:
         return {
@@ -128,6 +130,14 @@ def record_success(cur, run: Run) -> None:
         "WHERE run_id = $2",
         parameters=(json.dumps(run.summary()), run.run_id),
     )
+
+
+def record_end(cur, run: Run) -> None:
+    """The run's end is after its statistics are fresh: the summary and `runs` read it."""
+    cur.execute("UPDATE etl.runs SET ended_at = clock_timestamp() WHERE run_id = $1 "
+                "RETURNING extract(epoch FROM ended_at - started_at)::float8",
+                parameters=(run.run_id,))
+    run.ended = cur.fetchone()[0]
 
 
 def record_stages(cur, run: Run) -> None:
