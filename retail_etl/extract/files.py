@@ -8,6 +8,8 @@ import csv
 import gzip
 import io
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +109,9 @@ def csv_records(path: Path, encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.D
     try:
         table, bad = _arrow_csv(path, header, encoding, threads=True)
     except pa.ArrowInvalid as e:
-        if "UTF8" not in str(e) or _codec(encoding) != "utf-8":
+        # bytes that are not UTF-8 in a good record fail the read ("UTF8"); in a malformed
+        # one they fail Arrow's decoding of its text for our handler ("CSV parse error")
+        if not ("UTF8" in str(e) or "CSV parse error" in str(e)) or _codec(encoding) != "utf-8":
             raise
         lossy = True  # a byte that is not UTF-8 becomes U+FFFD, and its line a reject
         table, bad = _arrow_csv(path, header, encoding, threads=True, lossy=True)
@@ -150,7 +154,31 @@ def _arrow_csv(path: Path, header: list[str], encoding: str, threads: bool,
     source: Path | io.BytesIO = path
     if lossy:
         source = io.BytesIO(_open(path).read().decode("utf-8", "replace").encode())
-    table = pacsv.read_csv(
+    with _quiet_handler_decoding():
+        table = _read_csv(source, names, encoding, threads, lossy, keep)
+    return table, bad
+
+
+@contextmanager
+def _quiet_handler_decoding():
+    """Arrow decodes a malformed record's text before our handler sees it; bytes that are
+    not UTF-8 make that fail as an "Exception ignored" on stderr (and the read fails, so it
+    is read again lossily). The user sees the reject, not that noise."""
+    previous = sys.unraisablehook
+
+    def hook(u):
+        if not isinstance(u.exc_value, UnicodeDecodeError):
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _read_csv(source, names, encoding, threads, lossy, keep) -> pa.Table:
+    return pacsv.read_csv(
         source,
         read_options=pacsv.ReadOptions(use_threads=threads, column_names=names,
                                        block_size=1 << 24,
@@ -162,7 +190,6 @@ def _arrow_csv(path: Path, header: list[str], encoding: str, threads: bool,
             column_types={n: pa.string() for n in names}, strings_can_be_null=True,
             null_values=[""], quoted_strings_can_be_null=False),
     )
-    return table, bad
 
 
 def _malformed(bad: list[tuple[int, int, int, str]]) -> pl.DataFrame:
