@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import polars as pl
+from typer.testing import CliRunner
 
+from retail_etl.cli import app
 from retail_etl.config import Settings
 from retail_etl.db.connect import connect
 from retail_etl.flow import load_drop
@@ -91,3 +93,25 @@ def start_paused(settings, drop, tmp_path, point, *, cwd=None):
         assert time.time() < deadline, "the run never reached its pause point"
         time.sleep(0.05)
     return p
+
+
+CLI_ENV = {"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+
+
+def cli(*args, **env):
+    """`retail-etl ARGS` in-process, with plain output; `env` adds environment variables."""
+    return CliRunner().invoke(app, list(args), env={**CLI_ENV, **env})
+
+
+def error_line(result, code: int = 1) -> str:
+    """The one `Error:` line of a failed command, which must exit `code` without a traceback
+    or an "internal error"."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    return [ln for ln in result.output.splitlines() if ln.startswith("Error:")][0]
+
+
+def scaled(n: int) -> int:
+    """Hypothesis examples for a property: `n` in the suite (kept under 10 minutes on two
+    cores), RETAIL_ETL_EXAMPLES=<factor> for a deeper search (e.g. 10 overnight)."""
+    return max(1, round(n * float(os.environ.get("RETAIL_ETL_EXAMPLES", "1"))))

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import gzip
 
-from tests.helpers import HEADERS, load, rows
-from tests.test_run_isolation import _error_line, cli
+from tests.helpers import HEADERS, cli, error_line, load, rows
 
 HEADER = HEADERS["sales"].encode()
 
@@ -36,6 +35,14 @@ def test_wrong_field_counts_reject_their_line_and_the_rest_loads(settings, dsn, 
     assert rows(dsn, "SELECT row->>'text' AS t, row->>'fields' AS f FROM etl.rejects ORDER BY line") == [
         (_line("O-2").decode() + ",extra", "11"), ("O-3,1,2024-01-15", "3")]
     assert rows(dsn, "SELECT order_id FROM dw.fact_sales ORDER BY 1") == [("O-1",), ("O-4",)]
+
+
+def test_a_malformed_line_with_bytes_that_are_not_utf8_is_one_reject(settings, dsn, tmp_path):
+    d = _sales(tmp_path / "d", _line("O-1"), _line("O-2", product=b"Caf\xe9") + b",extra",
+               _line("O-3"))
+    c = load(settings, d).counts["sales"]
+    assert (c.read, c.loaded, c.rejected) == (3, 2, 1)
+    assert _rejects(dsn) == [("sales.csv", 3, "{line:too_many_fields}")]
 
 
 def test_a_quote_never_closed_rejects_what_it_swallowed_and_the_rest_loads(settings, dsn, tmp_path):
@@ -82,6 +89,39 @@ def test_a_truncated_gzip_fails_the_run_naming_the_file(tmp_path, dsn):
     d.mkdir()
     whole = gzip.compress(HEADER + b"\n" + b"\n".join(_line(f"O-{i}") for i in range(2000)))
     (d / "sales.csv.gz").write_bytes(whole[: len(whole) // 2])
-    line = _error_line(cli("load", "-s", str(d), "--dsn", dsn))
+    line = error_line(cli("load", "-s", str(d), "--dsn", dsn))
     assert line.startswith(f"Error: cannot read {d / 'sales.csv.gz'}: ")
     assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(0,)]
+
+
+def test_unreadable_files_fail_with_one_line_naming_the_file(tmp_path, dsn):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "sales.csv").write_bytes(b"")
+    assert error_line(cli("load", "-s", str(d), "--dsn", dsn)) == (
+        f"Error: {d / 'sales.csv'}: the file is empty (0 bytes, not even a header)")
+    (d / "sales.csv").write_text("order_id,ORDER_ID,line_number\n1,2,3\n")
+    assert error_line(cli("load", "-s", str(d), "--dsn", dsn)) == (
+        f"Error: {d / 'sales.csv'}: column 'order_id' appears more than once in the header")
+    assert rows(dsn, "SELECT count(*) FROM etl.rejects") == [(0,)]
+
+
+def test_nul_and_non_utf8_bytes_reject_their_line_and_the_rest_loads(settings, dsn, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "sales.csv").write_bytes(
+        b"order_id,line_number,order_ts,customer_id,store_id,product_id,quantity,unit_price\n"
+        b"O-1,1,2024-01-15,,,P-1,1,1.00\n"
+        b"O-2,1,2024-01-15,,,P-\x001,1,1.00\n"
+        b"O-3,1,2024-01-15,,,Caf\xe9,1,1.00\n"
+        b"O-4,1,2024-01-15,,,P-1,1,1.00\n")
+    run = load(settings, d)
+    c = run.counts["sales"]
+    assert (c.read, c.loaded, c.rejected) == (4, 2, 2)
+    assert rows(dsn, "SELECT line, rules::text, row->>'product_id' FROM etl.rejects ORDER BY line") == [
+        (3, "{product_id:nul_byte}", "P-\u24001"), (4, "{product_id:not_utf8}", "Caf\ufffd")]
+    assert rows(dsn, "SELECT order_id FROM dw.fact_sales ORDER BY 1") == [("O-1",), ("O-4",)]
+    load(settings, d)  # a reload counts its rejects again but does not store them twice
+    assert rows(dsn, "SELECT count(*) FROM etl.rejects") == [(2,)]
+    assert rows(dsn, "SELECT rows_rejected FROM etl.run_entities WHERE entity = 'sales' "
+                     "ORDER BY run_id") == [(2,), (2,)]

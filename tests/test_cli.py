@@ -3,23 +3,10 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from retail_etl.cli import app
-from tests.helpers import write_drop
-
-runner = CliRunner()
-ENV = {"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
-
-
-def cli(*args, **env):
-    return runner.invoke(app, list(args), env={**ENV, **env})
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    return [ln for ln in result.output.splitlines() if ln.startswith("Error:")][0]
+from tests.helpers import cli, write_drop
+from tests.helpers import error_line as _one_error_line
 
 
 def _commands():

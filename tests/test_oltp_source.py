@@ -356,7 +356,8 @@ def test_daily_loads_equal_one_full_load_at_the_end(cluster, tmp_path, seed, day
 
 
 def test_configured_sources_from_the_command_line(tmp_path, dsn, oltp_dsn, monkeypatch):
-    from tests.test_cli import _one_error_line, cli
+    from tests.helpers import cli
+    from tests.helpers import error_line as _one_error_line
 
     assert cli("generate", "--oltp", "--oltp-dsn", oltp_dsn, "--lines", "400").exit_code == 0
     drop = write_drop(tmp_path / "drop", products=[["F-1", "File", "", "", "", "1.00",

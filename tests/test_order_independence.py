@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import dim, load, rows, write_drop
+from tests.helpers import dim, load, rows, scaled, write_drop
 from tests.test_properties import (
     assert_scd2_invariants,
     fresh_warehouse,
@@ -130,7 +130,7 @@ def test_a_backfill_after_newer_drops_gives_the_date_order_warehouse(cluster, tm
 
 # ---- the permutation property ------------------------------------------------------------------
 
-PERMS = settings(max_examples=20, deadline=None,
+PERMS = settings(max_examples=scaled(10), deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                         HealthCheck.data_too_large])
 N_DROPS = 3

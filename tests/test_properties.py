@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from retail_etl.config import Settings
 from tests.conftest import TEMPLATE
-from tests.helpers import checksum, load, query, rows, write_drop
+from tests.helpers import checksum, load, query, rows, scaled, write_drop
 
-PROPS = settings(max_examples=25, deadline=None, derandomize=False,
+PROPS = settings(max_examples=scaled(12), deadline=None, derandomize=False,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow, HealthCheck.data_too_large])
 
