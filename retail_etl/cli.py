@@ -146,8 +146,9 @@ def _summary_line(run) -> str:
     parts = []
     for c in run.counts.values():
         if c.read or c.inferred or c.deleted:
+            why = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(c.deleted_by.items()))
             extra = (f", {c.inferred} inferred" if c.inferred else "") + (
-                f", {c.deleted} deleted" if c.deleted else "")
+                f", {c.deleted} deleted ({why})" if c.deleted else "")
             parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} merged, "
                          f"{c.rejected} rejected, {c.duplicate} duplicates{extra}")
     return (f"run {run.run_id} ok in {run.seconds:.1f}s; {'; '.join(parts)}; "

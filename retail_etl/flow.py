@@ -30,9 +30,9 @@ from retail_etl.errors import (
     Terminated,
     UsageError,
 )
-from retail_etl.extract.files import Extracted, extract
+from retail_etl.extract.files import LINE_BITS, Extracted, extract
 from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_marks
-from retail_etl.load import partitions
+from retail_etl.load import gone_lines, partitions
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import (
     delete_documents,
@@ -187,12 +187,14 @@ def _sigterm_as_interrupt():
 
 
 def extract_all(run: Run, cur, settings: Settings, sources: dict[str, Source],
-                full: bool) -> tuple[dict[str, Extracted], list[OltpExtract]]:
-    """Every source staged as the contract's entities; files numbered in source order."""
+                full: bool) -> tuple[dict[str, Extracted], list[OltpExtract], list[tuple[int, str]]]:
+    """Every source staged as the contract's entities; files numbered in source order.
+    Also returns [(first file number, source name)]: where each source's files begin."""
     entities = pipelines.ENTITIES
     extracted = {e.name: Extracted(e) for e in entities}
-    pulls, file_no = [], 1
+    pulls, file_no, origins = [], 1, []
     for name, cfg in sources.items():
+        origins.append((file_no, name))
         stage = run.staging / "extract"
         if isinstance(cfg, FilesSource):
             got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
@@ -209,7 +211,7 @@ def extract_all(run: Run, cur, settings: Settings, sources: dict[str, Source],
             extracted[entity].rows += ex.rows
             extracted[entity].malformed += ex.malformed
         file_no += sum(len(ex.staged) for ex in got.values())
-    return extracted, pulls
+    return extracted, pulls, origins
 
 
 def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
@@ -220,7 +222,7 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
     entities = pipelines.ENTITIES
     fact_of = {f.entity.name: f for f in pipelines.FACTS}
     with run.stage("extract") as st:
-        extracted, pulls = extract_all(run, cur, settings, sources, full)
+        extracted, pulls, origins = extract_all(run, cur, settings, sources, full)
         st["rows"] = sum(x.rows for x in extracted.values())
     valid: dict[str, list[Path]] = {}
     rejects = []
@@ -273,7 +275,7 @@ def prepare(run: Run, cur, settings: Settings, sources: dict[str, Source],
                 dups = dedup.fact_duplicates(paths, fact, threads=settings.duckdb_threads,
                                              memory_limit=settings.duckdb_memory_limit,
                                              spill_to=run.staging / "duckdb")
-                lines = FactInput(paths, dups.losers, dups.month_rows, dups.ids)
+                lines = FactInput(paths, dups.losers, dups.month_rows, dups.ids, origins)
                 counts = run.entity(fact.entity.name)
                 counts.duplicate = counts.read - counts.rejected - lines.height
                 facts[fact.name] = lines
@@ -318,6 +320,7 @@ class FactInput:
     losers: pl.DataFrame
     month_rows: dict[int, int]
     ids: dict[str, pl.Series]
+    origins: list[tuple[int, str]]  # (first file number, source name), see extract_all
     left_keys: dict[str, pl.Series] = field(default_factory=dict)  # see drop_orphan_inferred
     stored_days: pl.DataFrame | None = None  # [*document, date_key] of the stored lines found
 
@@ -333,12 +336,18 @@ class FactInput:
         return group_up_to([(p, parquet_rows(p)) for _, p in files], max_rows)
 
     def read(self, files: list[Path], fact: FactByPartition) -> pl.DataFrame:
-        """The winning lines of these files, version filled in (NULL: the event time)."""
+        """The winning lines of these files, version filled in (NULL: the event time), with
+        the name of the source that delivered each (from its load order)."""
         months = list({month_of(p) for p in files})
+        file_no = pl.col("_seq") // (1 << LINE_BITS)
+        source = pl.lit(None, pl.String)
+        for first, name in self.origins:  # in file order: the last source begun wins
+            source = pl.when(file_no >= first).then(pl.lit(name)).otherwise(source)
         return (pl.scan_parquet(files)
                 .join(self.losers.lazy().filter(pl.col("_m").is_in(months)).select("_seq"),
                       on="_seq", how="anti")
-                .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)))
+                .with_columns(pl.col(fact.version).fill_null(pl.col(fact.event_ts)),
+                              source=source)
                 .collect())
 
 
@@ -377,16 +386,30 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
         lines = p.facts.pop(fact.name, None)
         if lines is not None and lines.height:
             _fact(cur, run, fact, lines, versions, settings, had_lines)
-        docs = [x.documents for x in p.pulls if x.documents.height] if fact.document else []
+        counts = run.entity(fact.entity.name)
+        docs = ([x.documents.with_columns(source=pl.lit(x.source)) for x in p.pulls
+                 if x.documents.height] if fact.document else [])
         if docs and had_lines:  # (else every stored line is one the run carried)
             with run.stage("deletes") as st:
                 docs = pl.concat(docs)
                 where = None if any(x.full for x in p.pulls) else pl.concat([
                     docs.select(*fact.document, "date_key"),
                     *([lines.stored_days] if lines is not None else [])])
-                st["rows"] = delete_documents(cur, fact, docs,
-                                              lines is not None and lines.height > 0, where)
-                run.entity(fact.entity.name).deleted += st["rows"]
+                by_reason = delete_documents(cur, fact, docs,
+                                             lines is not None and lines.height > 0, where)
+                for reason, n in by_reason.items():
+                    counts.count_deleted(reason, n)
+                st["rows"] = sum(by_reason.values())
+        for pull in p.pulls if fact.document and had_lines else []:
+            if _line_scan_due(cur, run, pull, fact):
+                with run.stage("gone lines") as st:
+                    lost = gone_lines.scan(cur, fact, pull)
+                    for reason, n in lost.by_reason.items():
+                        counts.count_deleted(reason, n)
+                    st["rows"] = sum(lost.by_reason.values())
+                    for ref in fact.references:
+                        if ref.fact_column in lost.left_keys:
+                            left[ref.dimension.name].append(lost.left_keys[ref.fact_column])
         if lines is not None:
             for ref in fact.references:
                 if ref.fact_column in lines.left_keys:
@@ -416,6 +439,24 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                                   AND r.file = s.file AND r.line = s.line
                                   AND r.row = s.row::jsonb)
             """)
+
+
+def _line_scan_due(cur, run: Run, pull: OltpExtract, fact: FactByPartition) -> bool:
+    """Every `line_scan_every` runs of the source (and every --full run); never on its
+    first run (it just read every line it has). The count commits with the run."""
+    every = pull.reader.cfg.line_scan_every
+    cur.execute("SELECT runs_since FROM etl.source_scans WHERE source = $1 AND fact = $2",
+                parameters=(pull.source, fact.name))
+    since = (cur.fetchone() or (0,))[0] + 1  # runs since the last scan, this one included
+    due = not pull.first and (pull.full or (every > 0 and since >= every))
+    cur.execute("""
+        INSERT INTO etl.source_scans (source, fact, runs_since, last_run_id)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (source, fact) DO UPDATE SET runs_since = excluded.runs_since,
+            last_run_id = coalesce(excluded.last_run_id, etl.source_scans.last_run_id)
+    """, parameters=(pull.source, fact.name, 0 if due or pull.first else since,
+                     run.run_id if due else None))
+    return due
 
 
 def _drop_orphans(cur, run: Run, left: dict[str, list[pl.Series]]) -> None:
@@ -464,7 +505,7 @@ def _closed_keys(cur, run: Run, p: Prepared) -> dict[tuple[str, str], pl.Series]
                                 pl.concat([incoming, tombstones.select(incoming.columns)]))
             counts = run.entity(entity)
             counts.read += tombstones.height
-            counts.deleted += tombstones.height
+            counts.count_deleted("key_gone", tombstones.height)
     return gone
 
 
@@ -615,7 +656,8 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                  builds) -> None:
     c = run.entity(fact.entity.name)
     columns = [*fact.natural_key, fact.event_ts, "date_key",
-               *[r.fact_column for r in fact.references], *fact.measures, fact.version]
+               *[r.fact_column for r in fact.references], *fact.measures, fact.version,
+               "source"]
     stored_days = []
     chunks = lines.chunks(settings.fact_chunk_rows)
     last = {month_of(f): i for i, group in enumerate(chunks) for f in group}
@@ -633,6 +675,7 @@ def _fact_chunks(cur, run: Run, fact: FactByPartition, lines: FactInput,
                     *[r.fact_column for r in fact.references],
                     *[expr.cast(fact.dtypes[k]).alias(k) for k, expr in fact.measures.items()],
                     fact.version,
+                    "source",
                 ).with_columns(pl.col(k).cast(pl.Int32) for k in fact.natural_key
                                if k == "line_number")
             with run.stage("stored", rows.height):  # wherever they are stored: any month

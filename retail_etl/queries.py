@@ -29,7 +29,9 @@ def runs(dsn: str, limit: int = 20) -> pl.DataFrame:
                coalesce(e.entity, left(r.error, 60)) AS entity, e.rows_read AS read,
                e.rows_loaded AS loaded, e.rows_merged AS merged, e.rows_rejected AS rejected,
                e.rows_duplicate AS duplicates, e.rows_inferred AS inferred,
-               e.rows_deleted AS deleted
+               e.rows_deleted AS deleted,
+               (SELECT string_agg(replace(k, '_', ' ') || ' ' || v, ', ' ORDER BY k)
+                FROM jsonb_each_text(e.deleted_by) AS d(k, v)) AS deleted_why
         FROM (SELECT * FROM etl.runs ORDER BY run_id DESC LIMIT $1) r
         LEFT JOIN etl.run_entities e USING (run_id)
         ORDER BY r.run_id DESC, e.entity

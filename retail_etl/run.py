@@ -42,6 +42,13 @@ class EntityCounts:
     duplicate: int = 0
     inferred: int = 0
     deleted: int = 0  # fact lines removed, keys closed: not rows read
+    deleted_by: dict[str, int] = field(default_factory=dict)  # the same, by reason
+
+    def count_deleted(self, reason: str, n: int) -> None:
+        """reason: order_deleted, line_deleted, order_cancelled (fact lines), key_gone."""
+        if n:
+            self.deleted += n
+            self.deleted_by[reason] = self.deleted_by.get(reason, 0) + n
 
     def balanced(self) -> bool:
         return self.read == self.loaded + self.merged + self.rejected + self.duplicate
@@ -119,10 +126,10 @@ def record_success(cur, run: Run) -> None:
     for c in run.counts.values():
         cur.execute(
             "INSERT INTO etl.run_entities (run_id, entity, rows_read, rows_loaded, "
-            "rows_merged, rows_rejected, rows_duplicate, rows_inferred, rows_deleted) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "rows_merged, rows_rejected, rows_duplicate, rows_inferred, rows_deleted, "
+            "deleted_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
             parameters=(run.run_id, c.entity, c.read, c.loaded, c.merged, c.rejected,
-                        c.duplicate, c.inferred, c.deleted),
+                        c.duplicate, c.inferred, c.deleted, json.dumps(c.deleted_by)),
         )
     record_stages(cur, run)
     cur.execute(

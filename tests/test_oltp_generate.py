@@ -144,7 +144,8 @@ def test_mutate_day_changes_what_it_says(oltp_dsn, db):
 
     c = mutate_day(oltp_dsn, seed=1)
     assert c["new_orders"] >= 3 and c["new_lines"] >= c["new_orders"]
-    for kind in ("corrected_lines", "cancelled_orders", "deleted_lines", "price_changes",
+    for kind in ("corrected_lines", "cancelled_orders", "deleted_lines", "deleted_orders",
+                 "silently_deleted_lines", "price_changes",
                  "customers_moved", "soft_deleted_products", "soft_deleted_customers",
                  "hard_deleted_products", "hard_deleted_customers", "new_products",
                  "new_customers"):
@@ -165,10 +166,15 @@ def test_mutate_day_changes_what_it_says(oltp_dsn, db):
     for t in TABLES:
         gone, new, changed, stale, stamps = diff(t)
         assert stale == 0 and stamps <= 1, t
-    assert diff("order_items")[:3] == (c["deleted_lines"], c["new_lines"], c["corrected_lines"])
+    with_orders = one(db, "SELECT count(*) FROM snap_order_items s WHERE NOT EXISTS "
+                          "(SELECT 1 FROM orders o WHERE o.order_id = s.order_id)")
+    assert c["deleted_orders"] >= 1 and with_orders >= c["deleted_orders"]
+    assert diff("order_items")[:3] == (
+        c["deleted_lines"] + c["silently_deleted_lines"] + with_orders, c["new_lines"],
+        c["corrected_lines"])
     assert diff("products")[:2] == (c["hard_deleted_products"], c["new_products"])
     assert diff("customers")[:2] == (c["hard_deleted_customers"], c["new_customers"])
-    assert diff("orders")[:2] == (0, c["new_orders"])
+    assert diff("orders")[:2] == (c["deleted_orders"], c["new_orders"])
     assert diff("products")[2] <= c["price_changes"] + c["soft_deleted_products"]
 
     assert one(db, "SELECT count(*) FROM orders o JOIN snap_orders s USING (order_id) "
@@ -183,12 +189,12 @@ def test_mutate_day_changes_what_it_says(oltp_dsn, db):
                "snap_order_items i WHERE i.product_id = s.product_id)") == 0
     assert one(db, "SELECT count(*) FROM orders o WHERE NOT EXISTS "
                "(SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)") == 0
-    # orders that lost a line were touched too
+    # orders that lost a line were touched too, but for the lines deleted silently
     assert one(db, f"""
         SELECT count(*) FROM snap_order_items s JOIN orders o USING (order_id)
         WHERE NOT EXISTS (SELECT 1 FROM order_items i
                           WHERE (i.order_id, i.line_number) = (s.order_id, s.line_number))
-          AND o.updated_at <= '{prev.isoformat()}'""") == 0
+          AND o.updated_at <= '{prev.isoformat()}'""") == c["silently_deleted_lines"]
     # new orders: placed in the last 24 hours, by live customers, of live products
     assert q(db, f"""
         SELECT count(*), bool_and(o.status = 'placed'),

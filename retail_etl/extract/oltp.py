@@ -107,6 +107,8 @@ class OltpExtract:
     hi: datetime  # the source's clock when the extraction began
     full: bool = False  # a snapshot: its documents are the whole truth
     marks: list[Mark] = field(default_factory=list)
+    reader: Reader | None = None  # for the scan of the lines it no longer has
+    first: bool = False  # the source's first run: every line it has was just read
 
 
 class Reader:
@@ -115,12 +117,16 @@ class Reader:
     def __init__(self, name: str, cfg: PostgresSource, dsn: str):
         self.name, self.cfg, self.dsn = name, cfg, dsn
         self.int_key: dict[str, bool] = {}
+        self.absent: set[tuple[str, str]] = set()  # optional columns the source lacks
 
     def table(self, t: str) -> str:
         return self.cfg.tables.get(t, TABLES[t].name)
 
     def col(self, t: str, c: str) -> str | None:
-        """The source column for our column c of table t, quoted; None if mapped to ""."""
+        """The source column for our column c of table t, quoted; None if mapped to "" or
+        an optional column the source does not have (see check_schema)."""
+        if (t, c) in self.absent:
+            return None
         name = self.cfg.columns.get(t, {}).get(c, c)
         return '"' + name.replace('"', '""') + '"' if name else None
 
@@ -212,7 +218,8 @@ def check_schema(cur, r: Reader) -> dict[str, list[str]]:
             used.add(col)
             if col not in have:
                 if c in spec.optional and c not in r.cfg.columns.get(t, {}):
-                    continue  # an optional column the source does not have
+                    r.absent.add((t, c))  # read as NULL: no soft deletes, no discounts
+                    continue
                 raise InputError(f"source {r.name}: column {name}.{col} is missing",
                                  hint=f"the load needs it as {kind}; map another column with "
                                  f"sources.{r.name}.columns.{t}.{c}")
@@ -345,7 +352,8 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
         src.close()
     w = {t: window(r, t, alias, marks.get(t), hi, full)
          for t, alias in (*((d, "t") for d in DIMENSIONS), ("orders", "o"), ("order_items", "i"))}
-    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks)
+    first = "orders" not in marks and "order_items" not in marks
+    out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks, r, first)
     file_no = first_file
     for t in DIMENSIONS:
         entity = entities[t]
@@ -357,7 +365,6 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
                                 f"FROM {r.table(t)}")["key"]
         file_no += 1
     sales = entities["sales"]
-    first = "orders" not in marks and "order_items" not in marks
     frames = r.stream(sales_sql(r, sales, w["order_items"], None if first else w["orders"],
                                 full), "_part", bounds.get("orders"))
     out.extracted["sales"], _ = _stage(frames, sales, stage_dir, file_no,
@@ -370,6 +377,91 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
         "cancelled",
         _utc(docs, "order_ts").dt.strftime("%Y%m%d").cast(pl.Int32).alias("date_key"))
     return out
+
+
+# ---- the scan for lines the source no longer has (see load/gone_lines.py) -------------------
+
+# a line's key and its order's bucket as text and hashes, the same on both servers
+def line_hash(order_id: str, line_number: str) -> str:
+    return f"hashtextextended({order_id} || '/' || {line_number}, 0)"
+
+
+def bucket(order_id: str, buckets: int) -> str:
+    return f"(hashtextextended({order_id}, 1) & {buckets - 1})::int"
+
+
+def _lines_from(r: Reader) -> tuple[str, str, str]:
+    """(order id as text, line number as text, FROM ... WHERE) of the lines that belong in
+    the fact table: those of orders not cancelled; month: the order's, UTC."""
+    o, i = r.col("orders", "order_id"), r.col("order_items", "line_number")
+    return (f"o.{o}::text", f"i.{i}::text",
+            f"FROM {r.table('order_items')} i JOIN {r.table('orders')} o "
+            f"ON o.{o} = i.{r.col('order_items', 'order_id')} WHERE NOT {_cancelled(r)}")
+
+
+def _month(r: Reader) -> str:
+    return f"to_char(o.{r.col('orders', 'order_ts')}, 'YYYYMM')::int"
+
+
+def line_digest(r: Reader, buckets: int) -> pl.DataFrame:
+    """[m, b, n, h]: per month and order bucket, the lines the source has and the sum of
+    their key hashes (the server aggregates: nothing but the digest crosses the wire)."""
+    oid, line, rest = _lines_from(r)
+    return _source_query(r, f"""
+        SELECT {_month(r)} AS m, {bucket(oid, buckets)} AS b, count(*)::int8 AS n,
+               sum({line_hash(oid, line)})::text AS h
+        {rest} GROUP BY 1, 2""")
+
+
+def line_keys(r: Reader, cells: pl.DataFrame, buckets: int) -> pl.DataFrame:
+    """[order_id, line_number] of the lines in these cells [m, b] (keys only)."""
+    oid, line, rest = _lines_from(r)
+    pairs = ", ".join(f"({m}, {b})" for m, b in cells.select("m", "b").iter_rows())
+    frm, where = rest.split(" WHERE ", 1)
+    return _source_query(r, f"""
+        SELECT {oid} AS order_id, {line}::int AS line_number {frm}
+        JOIN (VALUES {pairs}) c (m, b) ON c.m = {_month(r)} AND c.b = {bucket(oid, buckets)}
+        WHERE {where}""")
+
+
+def order_states(r: Reader, order_ids: pl.Series) -> pl.DataFrame:
+    """[order_id, cancelled, line_number] of these orders as the source has them now (a
+    row per line; line_number NULL for an order without lines; no row: deleted)."""
+    o, ik = r.col("orders", "order_id"), r.col("order_items", "order_id")
+    frames = []
+    for chunk in _chunks(order_ids.unique().sort(), 5000):
+        ids = ", ".join(_lit(v) for v in chunk)
+        frames.append(_source_query(r, f"""
+            SELECT o.{o}::text AS order_id, {_cancelled(r)} AS cancelled,
+                   i.{r.col('order_items', 'line_number')}::int AS line_number
+            FROM {r.table('orders')} o LEFT JOIN {r.table('order_items')} i ON i.{ik} = o.{o}
+            WHERE o.{o} IN ({ids})"""))
+    if not frames:
+        return pl.DataFrame(schema={"order_id": pl.String, "cancelled": pl.Boolean,
+                                    "line_number": pl.Int32})
+    return pl.concat(frames).with_columns(pl.col("line_number").cast(pl.Int32))
+
+
+def _chunks(values: pl.Series, size: int) -> list[list]:
+    return [values[i:i + size].to_list() for i in range(0, values.len(), size)]
+
+
+def _source_query(r: Reader, sql: str) -> pl.DataFrame:
+    """A read on the source in UTC (months are UTC days, as in the warehouse)."""
+    try:
+        src = connect(r.dsn, autocommit=True)
+    except (DatabaseUnavailable, DatabaseError) as e:
+        e.message = f"source {r.name}: {e.message}"
+        raise
+    try:
+        with src.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(sql)
+            return pl.from_arrow(cur.fetch_arrow_table())
+    except adbc_driver_manager.Error as e:
+        raise _source_error(r, e) from None
+    finally:
+        src.close()
 
 
 def _utc(df: pl.DataFrame, c: str) -> pl.Expr:

@@ -343,6 +343,22 @@ WITH del AS (
     RETURNING order_id),
 bump AS (UPDATE orders SET updated_at = now() WHERE order_id IN (SELECT order_id FROM del))
 SELECT count(*) FROM del"""),
+        # orders deleted outright (test orders, fraud, erasure), their lines with them (ON
+        # DELETE CASCADE); no row is left for a watermark to see
+        ("deleted_orders", _count(f"""
+DELETE FROM orders WHERE order_id IN (
+    SELECT order_id FROM orders WHERE updated_at < now()  -- not edited today
+    ORDER BY {u('order_id', 'day.delete_order')}, order_id
+    LIMIT {_rate(orders, 0.0005, 1)})
+RETURNING 1""")),
+        # a back-office fix that removes a line without touching its order
+        ("silently_deleted_lines", _count(f"""
+DELETE FROM order_items WHERE (order_id, line_number) IN (
+    SELECT order_id, line_number FROM order_items WHERE line_number >= 2
+      AND order_id IN (SELECT order_id FROM orders WHERE updated_at < now())
+    ORDER BY {u(line, 'day.silent_delete')}, order_id, line_number
+    LIMIT {_rate(lines, 0.0002, 1)})
+RETURNING 1""")),
         # half get another quantity (same sign, never 0; the discount keeps its share), half a
         # discount set or removed
         ("corrected_lines", _count(f"""

@@ -203,39 +203,49 @@ def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
 
 
 def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
-                     has_lines: bool, where: pl.DataFrame | None) -> int:
-    """documents: [*fact.document, version], documents a source sent whole (an order with
-    all its lines, or cancelled: with none). Their stored lines that the run did not carry
-    and that are not newer than the document leave the table. Returns the lines deleted.
+                     has_lines: bool, where: pl.DataFrame | None) -> dict[str, int]:
+    """documents: [*fact.document, version, cancelled, source], documents a source sent
+    whole (an order with all its lines, or cancelled: with none). Their stored lines of that
+    source (or of no known source: loaded before lines had one) that the run did not carry
+    and that are not newer than the document leave the table. Returns the lines deleted by
+    reason (order_cancelled, line_deleted).
 
     where: [*fact.document, date_key], the days the documents' lines can be on (the order's
     day, and where its stored lines were found): only those partitions are probed, not
     every month. None (a snapshot) searches every partition."""
     stg = f"stg_{fact.name}"
     D, nk = list(fact.document), list(fact.natural_key)
-    docs = documents.group_by(D).agg(pl.col("version").max())
+    docs = documents.group_by([*D, "source"]).agg(pl.col("cancelled").sort_by("version").last(),
+                                                  pl.col("version").max())
     if has_lines:
         cur.execute(f"ANALYZE {stg}_keys")  # filled chunk by chunk by stored_lines
     carried = (f"AND NOT EXISTS (SELECT 1 FROM {stg}_keys k WHERE "
                + " AND ".join(f"k.{c} = f.{c}" for c in nk) + ")") if has_lines else ""
-    match = " AND ".join(f"f.{c} = d.{c}" for c in D)
+    match = " AND ".join(f"f.{c} = d.{c}" for c in D) + (
+        " AND coalesce(f.source, d.source) = d.source")
+    deleted = {"order_cancelled": 0, "line_deleted": 0}
+
+    def delete(table: str, days: str = "") -> None:
+        cur.execute(f"""
+            WITH del AS (DELETE FROM {table} f USING {stg}_documents d WHERE {match} {days}
+                         AND f.{fact.version} <= d.version {carried} RETURNING d.cancelled)
+            SELECT count(*) FILTER (WHERE cancelled), count(*) FILTER (WHERE NOT cancelled)
+            FROM del""")
+        cancelled, lost = cur.fetchone()
+        deleted["order_cancelled"] += cancelled
+        deleted["line_deleted"] += lost
+
     if where is None:
         copy_temp(cur.connection, f"{stg}_documents", docs)
-        cur.execute(f"DELETE FROM {fact.table} f USING {stg}_documents d WHERE {match} "
-                    f"AND f.{fact.version} <= d.version {carried}")
-        return cur.rowcount
+        delete(fact.table)
+        return deleted
     docs = docs.join(where.unique(), on=D).with_columns(pl.col("date_key").cast(pl.Int32))
     copy_temp(cur.connection, f"{stg}_documents", docs)
     existing = partitions.existing_partitions(cur, fact.table)
-    deleted = 0
     for m in partitions.months(docs["date_key"]):
-        if f"{fact.table}_{m}" not in existing:
-            continue
-        lo, hi = partitions.bounds(m)
-        cur.execute(f"DELETE FROM {fact.table}_{m} f USING {stg}_documents d WHERE {match} "
-                    f"AND d.date_key >= {lo} AND d.date_key < {hi} "
-                    f"AND f.{fact.version} <= d.version {carried}")
-        deleted += cur.rowcount
+        if f"{fact.table}_{m}" in existing:
+            lo, hi = partitions.bounds(m)
+            delete(f"{fact.table}_{m}", f"AND d.date_key >= {lo} AND d.date_key < {hi}")
     return deleted
 
 

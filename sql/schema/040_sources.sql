@@ -23,3 +23,19 @@ CREATE TABLE IF NOT EXISTS etl.source_keys (
 );
 
 ALTER TABLE etl.watermarks ADD COLUMN IF NOT EXISTS updated_at timestamptz;
+
+-- Issue 22: the source that delivered each fact line (the name in the configuration, or
+-- `files` for --source-dir): a database source's deletions touch only its own lines. NULL:
+-- a line loaded before this column existed (a --full run of its source adopts it).
+ALTER TABLE dw.fact_sales ADD COLUMN IF NOT EXISTS source text;
+-- Rows a run removed, by reason (order_deleted, line_deleted, order_cancelled, key_gone).
+ALTER TABLE etl.run_entities ADD COLUMN IF NOT EXISTS deleted_by jsonb NOT NULL DEFAULT '{}';
+-- How many runs of a source went by since its last scan for lines it no longer has
+-- (sources.NAME.line_scan_every).
+CREATE TABLE IF NOT EXISTS etl.source_scans (
+    source      text NOT NULL,
+    fact        text NOT NULL,
+    runs_since  int NOT NULL DEFAULT 0,
+    last_run_id bigint,
+    PRIMARY KEY (source, fact)
+);
