@@ -2,6 +2,11 @@
 
 from retail_etl.spec import Column, Entity, id_, text
 
+
+def personal(name: str) -> Column:
+    return Column(name, "text", personal=True)
+
+
 UPDATED_AT = Column("updated_at", "timestamp", required=True)
 # optional: a source that soft-deletes (or a snapshot that lost the key) says so here
 IS_DELETED = Column("is_deleted", "bool")
@@ -12,8 +17,9 @@ PRODUCTS = Entity("products", (
 ))
 
 CUSTOMERS = Entity("customers", (
-    id_("customer_id"), text("first_name"), text("last_name"), Column("email", "email"),
-    text("segment"), text("city"), text("state"), Column("country", "country"),
+    id_("customer_id"), personal("first_name"), personal("last_name"),
+    Column("email", "email", personal=True), text("segment"), personal("city"),
+    personal("state"), Column("country", "country"),
     Column("join_date", "date"), UPDATED_AT, IS_DELETED,
 ))
 

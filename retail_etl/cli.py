@@ -349,6 +349,39 @@ def rejects(
 
 @app.command()
 @handled
+def forget(
+    customer: Annotated[str, typer.Option("--customer", help="The customer id to forget.",
+                                          show_default=False)],
+    reason: Annotated[str | None, typer.Option(help="Recorded with the erasure (e.g. the "
+                                               "request's reference).")] = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Erase a customer's personal data (name, email, city, state) from every version in
+    the warehouse, the observed versions and the rejects, and keep later loads from
+    storing it again; the sales stay. Recorded in etl.erasures (who, when, what).
+
+    Example:
+        retail-etl forget --customer C-00042 --reason "GDPR request 2026-118"
+    """
+    from retail_etl.forget import forget as erase
+
+    settings = load_settings(dsn=dsn)
+    from retail_etl.db.connect import resolve_dsn
+
+    changed = erase(resolve_dsn(settings), "customers", customer, reason,
+                    settings.lock_wait_seconds)
+    versions = changed["dw.dim_customer"]
+    found = sum(changed.values())
+    console.info(f"customer {customer}: personal data erased from {versions} versions, "
+                 f"{changed['etl.dim_customer_observed']} observed versions, "
+                 f"{changed['etl.rejects']} rejects; recorded in etl.erasures"
+                 if found else
+                 f"customer {customer} is not in this warehouse; the erasure is recorded: "
+                 "later loads will not store their personal data")
+
+
+@app.command()
+@handled
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
 ) -> None:

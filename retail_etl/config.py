@@ -61,8 +61,10 @@ class PostgresSource(BaseModel):
                             "the memory of extracting and validating a big table")
     cancelled_statuses: list[str] = Field(["cancelled"], description="order statuses "
                                           "whose lines leave the fact table")
-    line_scan_every: int = Field(1, ge=0, description="scan the source's order lines for "
-                                 "deleted orders and lines every N runs (0: only with --full)")
+    line_scan_every: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        "auto", description="scan the source's order lines for deleted orders and lines "
+        "every N runs (0: only with --full); auto: every run while the scans cost at most "
+        "15% of the runs' time, else as often as that allows")
     tables: dict[str, str] = Field(default_factory=dict)
     columns: dict[str, dict[str, str]] = Field(default_factory=dict)
 

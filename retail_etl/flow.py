@@ -32,6 +32,7 @@ from retail_etl.errors import (
 )
 from retail_etl.extract.files import LINE_BITS, Extracted, extract
 from retail_etl.extract.oltp import OltpExtract, Reader, extract_oltp, read_marks
+from retail_etl.forget import erased_rows_sql
 from retail_etl.load import gone_lines, partitions
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import (
@@ -401,9 +402,9 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
                     counts.count_deleted(reason, n)
                 st["rows"] = sum(by_reason.values())
         for pull in p.pulls if fact.document and had_lines else []:
-            if _line_scan_due(cur, run, pull, fact):
+            if gone_lines.due(cur, pull, fact, time.perf_counter() - run.started):
                 with run.stage("gone lines") as st:
-                    lost = gone_lines.scan(cur, fact, pull)
+                    lost = gone_lines.scan(cur, fact, pull, run.run_id)
                     for reason, n in lost.by_reason.items():
                         counts.count_deleted(reason, n)
                     st["rows"] = sum(lost.by_reason.values())
@@ -431,32 +432,16 @@ def write(cur, run: Run, p: Prepared, settings: Settings) -> None:
             copy_temp(cur.connection, "stg_rejects", p.rejects)
             # a reload's rejects are counted in its ledger, but stored once: the same row of
             # the same file and line, quarantined by an earlier run, is not stored again
+            # (the personal data of a key erased by `retail-etl forget` is not stored again)
             cur.execute(f"""
                 INSERT INTO etl.rejects (run_id, entity, file, line, rules, row)
-                SELECT {run.run_id}, s.entity, s.file, s.line, s.rules, s.row::jsonb
-                FROM stg_rejects s
+                SELECT {run.run_id}, s.entity, s.file, s.line, s.rules, s.row
+                FROM (SELECT entity, file, line, rules, {erased_rows_sql('t')} AS row
+                      FROM stg_rejects t) s
                 WHERE NOT EXISTS (SELECT 1 FROM etl.rejects r WHERE r.entity = s.entity
                                   AND r.file = s.file AND r.line = s.line
-                                  AND r.row = s.row::jsonb)
+                                  AND r.row = s.row)
             """)
-
-
-def _line_scan_due(cur, run: Run, pull: OltpExtract, fact: FactByPartition) -> bool:
-    """Every `line_scan_every` runs of the source (and every --full run); never on its
-    first run (it just read every line it has). The count commits with the run."""
-    every = pull.reader.cfg.line_scan_every
-    cur.execute("SELECT runs_since FROM etl.source_scans WHERE source = $1 AND fact = $2",
-                parameters=(pull.source, fact.name))
-    since = (cur.fetchone() or (0,))[0] + 1  # runs since the last scan, this one included
-    due = not pull.first and (pull.full or (every > 0 and since >= every))
-    cur.execute("""
-        INSERT INTO etl.source_scans (source, fact, runs_since, last_run_id)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (source, fact) DO UPDATE SET runs_since = excluded.runs_since,
-            last_run_id = coalesce(excluded.last_run_id, etl.source_scans.last_run_id)
-    """, parameters=(pull.source, fact.name, 0 if due or pull.first else since,
-                     run.run_id if due else None))
-    return due
 
 
 def _drop_orphans(cur, run: Run, left: dict[str, list[pl.Series]]) -> None:
@@ -551,6 +536,7 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
         incoming = pl.DataFrame(schema={dim.business_key: pl.String,
                                         **{a: dim.dtypes.get(a, pl.String) for a in dim.attributes},
                                         "valid_from": pl.Datetime("us", "UTC"), "_seq": pl.Int64})
+    incoming = _without_erased(cur, dim, incoming)
     conn = cur.connection
     ids = pl.concat([incoming.select(dim.business_key), referenced.select(dim.business_key)]).unique()
     cur.execute(f"SELECT EXISTS (SELECT 1 FROM {dim.table}) "
@@ -576,6 +562,20 @@ def _dimension(cur, run: Run, dim: DimensionSCD2, p: Prepared):
     counts = run.entity(dim.entity.name)
     counts.loaded, counts.merged, counts.inferred = res.loaded, res.merged, res.inferred
     return res
+
+
+def _without_erased(cur, dim: DimensionSCD2, incoming: pl.DataFrame) -> pl.DataFrame:
+    """The incoming versions, personal attributes blanked for keys `retail-etl forget`
+    erased: a re-delivered row does not bring them back."""
+    if not dim.personal or not incoming.height:
+        return incoming
+    cur.execute("SELECT DISTINCT key FROM etl.erasures WHERE entity = $1",
+                parameters=(dim.entity.name,))
+    erased = pl.from_arrow(cur.fetch_arrow_table())["key"]
+    if not erased.len():
+        return incoming
+    hit = pl.col(dim.business_key).is_in(erased.implode())
+    return incoming.with_columns(pl.when(~hit).then(pl.col(a)).alias(a) for a in dim.personal)
 
 
 def _referenced(dim: DimensionSCD2, p: Prepared) -> pl.DataFrame:

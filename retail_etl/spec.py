@@ -21,6 +21,9 @@ class Column:
     # plausibility: a timestamp inside the run's window (settings plausible_from .. the
     # run's start + plausible_days_ahead), a date not after its end; False: any value
     plausible: bool = True
+    # personal data (a name, an email, an address): `retail-etl forget` erases it from the
+    # warehouse, the observed versions and the rejects, and later loads never store it again
+    personal: bool = False
 
 
 def id_(name: str, required: bool = True) -> Column:
@@ -46,6 +49,10 @@ class Entity:
     def required(self) -> list[str]:
         return [c.name for c in self.columns if c.required]
 
+    @property
+    def personal(self) -> list[str]:
+        return [c.name for c in self.columns if c.personal]
+
 
 @dataclass(frozen=True)
 class DimensionSCD2:
@@ -66,6 +73,12 @@ class DimensionSCD2:
     @property
     def attribute_names(self) -> list[str]:
         return list(self.attributes)
+
+    @property
+    def personal(self) -> list[str]:
+        """The attributes made from personal source columns (see Column.personal)."""
+        return [a for a, e in self.attributes.items()
+                if set(e.meta.root_names()) & set(self.entity.personal)]
 
 
 @dataclass(frozen=True)

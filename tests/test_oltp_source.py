@@ -25,6 +25,7 @@ from tests.helpers import query, rows, write_drop
 
 def shop(settings: Settings, source: str, **kw) -> Settings:
     kw.setdefault("batch_rows", 250)  # several staged files per table, as at volume
+    kw.setdefault("line_scan_every", 1)  # deterministic: "auto" depends on timing
     cfg = PostgresSource(kind="postgres", dsn=source, **kw)
     return settings.model_copy(update={"sources": {"shop": cfg}})
 

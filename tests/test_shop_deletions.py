@@ -97,17 +97,36 @@ def test_a_drops_lines_are_untouched_by_the_shops_deletions(settings, small_shop
 
 
 def test_the_scan_can_run_every_n_runs(settings, small_shop):
-    s = shop(settings, small_shop, line_scan_every=2)
+    s = shop(settings, small_shop, line_scan_every=2, overlap_seconds=0)
     run(s)
     (o,) = orders_with_lines(small_shop, 1)
     execute(small_shop, f"DELETE FROM order_items WHERE order_id = {o} AND line_number = 2")
     assert run(s).counts["sales"].deleted == 0  # 1 run since the last scan: not yet
     assert run(s).counts["sales"].deleted_by == {"line_deleted": 1}
     assert warehouse_lines(settings.dsn) == source_lines(small_shop)
-    never = shop(settings, small_shop, line_scan_every=0)
+    never = shop(settings, small_shop, line_scan_every=0, overlap_seconds=0)
     execute(small_shop, f"DELETE FROM order_items WHERE order_id = {o} AND line_number = 1")
     assert run(never).counts["sales"].deleted == 0
     assert run(never, full=True).counts["sales"].deleted_by == {"line_deleted": 1}
+
+
+def test_auto_scans_every_run_while_the_scans_are_cheap(settings, small_shop):
+    # (no overlap: an order re-read inside the window would find its lost line by itself)
+    s = shop(settings, small_shop, line_scan_every="auto", overlap_seconds=0)
+    run(s)
+    a, b, c = orders_with_lines(small_shop, 3)
+
+    def drop_line(order: int, cost: float | None = None) -> int:
+        if cost is not None:  # what the last scan cost, as the ledger remembers it
+            execute(settings.dsn, f"UPDATE etl.source_scans SET last_seconds = {cost}")
+        execute(small_shop, f"DELETE FROM order_items WHERE order_id = {order} AND line_number = 2")
+        return run(s).counts["sales"].deleted
+
+    assert drop_line(a) == 1  # no cost known yet: scan
+    assert drop_line(b, cost=1e6) == 0  # a scan dearer than 15% of the run waits
+    assert rows(settings.dsn, "SELECT runs_since FROM etl.source_scans") == [(1,)]
+    assert drop_line(c, cost=0.0) == 2  # a cheap one runs, and finds both
+    assert warehouse_lines(settings.dsn) == source_lines(small_shop)
 
 
 def test_a_shop_without_deletion_flags_or_discounts_loads(settings, small_shop):
@@ -133,3 +152,58 @@ def test_a_shop_without_deletion_flags_or_discounts_loads(settings, small_shop):
                 ) == [(0,)]
     assert rows(settings.dsn, f"SELECT is_deleted FROM dw.dim_customer WHERE is_current AND "
                               f"customer_id = '{never}'") == [(True,)]
+
+
+# ---- a GDPR-style erasure ----------------------------------------------------------------
+
+PERSONAL = "customer_name, email, city, state"
+
+
+def test_forget_erases_a_customers_personal_data_everywhere_and_for_good(
+        settings, dsn, tmp_path):
+    from tests.helpers import cli, load
+
+    drop = write_drop(tmp_path / "d", customers=[
+        ["C-1", "Ann", "Lee", "ann@x.org", "retail", "Oslo", "Oslo", "NO", "2020-01-01",
+         "2024-01-01T00:00:00Z"],
+        ["C-1", "Ann", "Lee", "ann@y.org", "retail", "Bergen", "Vestland", "NO", "2020-01-01",
+         "2024-02-01T00:00:00Z"],
+        ["C-1", "Ann", "Lee", "ann@r.org", "retail", "Oslo", "Oslo", "NO", "not-a-date",
+         "2024-03-01T00:00:00Z"],  # a reject that holds her data too
+        ["C-2", "Bo", "Ek", "bo@x.org", "retail", "Lund", "Skane", "SE", "2020-01-01",
+         "2024-01-01T00:00:00Z"]],
+        sales=[["O-1", "1", "2024-02-15T10:00:00Z", "C-1", "", "P-1", "2", "5.00", "", ""]])
+    load(settings, drop)
+    done = cli("forget", "--customer", "C-1", "--reason", "request 118", "--dsn", dsn)
+    assert done.exit_code == 0, done.output
+    assert "erased from 2 versions" in done.output
+    assert rows(dsn, f"SELECT {PERSONAL}, segment, country FROM dw.dim_customer "
+                     f"WHERE customer_id = 'C-1'") == [(None,) * 4 + ("retail", "NO")] * 2
+    assert rows(dsn, f"SELECT DISTINCT {PERSONAL} FROM etl.dim_customer_observed "
+                     f"WHERE customer_id = 'C-1'") == [(None,) * 4]
+    (row,), = rows(dsn, "SELECT row::text FROM etl.rejects WHERE entity = 'customers'")
+    assert "Ann" not in row and "Oslo" not in row and "ann@r.org" not in row
+    assert "not-a-date" in row  # what is not personal stays, for the data steward
+    assert rows(dsn, "SELECT key, reason, erased_by IS NOT NULL AS who, changed->>'dw.dim_customer' AS n "
+                     "FROM etl.erasures") == [("C-1", "request 118", True, "2")]
+    # the sale and the other customer stay as they were
+    assert rows(dsn, "SELECT total_amount::text FROM dw.fact_sales") == [("10.00",)]
+    assert rows(dsn, "SELECT email FROM dw.dim_customer WHERE customer_id = 'C-2'") == [
+        ("bo@x.org",)]
+    # the same drop again, and a new version of her: nothing personal comes back
+    later = write_drop(tmp_path / "e", customers=[
+        ["C-1", "Ann", "Lee", "ann@z.org", "vip", "Oslo", "Oslo", "NO", "2020-01-01",
+         "2024-04-01T00:00:00Z"],
+        ["C-1", "Ann", "Lee", "bad@z.org", "vip", "Oslo", "Oslo", "NO", "bad-date",
+         "2024-05-01T00:00:00Z"]])
+    load(settings, drop)
+    load(settings, later)
+    assert rows(dsn, f"SELECT DISTINCT {PERSONAL} FROM dw.dim_customer "
+                     f"WHERE customer_id = 'C-1'") == [(None,) * 4]
+    assert rows(dsn, "SELECT segment FROM dw.dim_customer WHERE customer_id = 'C-1' "
+                     "AND is_current") == [("vip",)]
+    stored = " ".join(r[0] for r in rows(dsn, "SELECT row::text FROM etl.rejects"))
+    assert "bad-date" in stored
+    assert "Ann" not in stored and "Oslo" not in stored and "bad@z.org" not in stored
+    unknown = cli("forget", "--customer", "C-404", "--dsn", dsn)
+    assert unknown.exit_code == 0 and "is not in this warehouse" in unknown.output

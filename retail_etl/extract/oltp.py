@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,57 +382,37 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
 
 # ---- the scan for lines the source no longer has (see load/gone_lines.py) -------------------
 
-# a line's key and its order's bucket as text and hashes, the same on both servers
 def line_hash(order_id: str, line_number: str) -> str:
-    return f"hashtextextended({order_id} || '/' || {line_number}, 0)"
+    """A line's key hash, the same on both servers: the order id's text hashed with the
+    line number as seed (one hash call per line, no string building)."""
+    return f"hashtextextended({order_id}, {line_number})"
 
 
-def bucket(order_id: str, buckets: int) -> str:
-    return f"(hashtextextended({order_id}, 1) & {buckets - 1})::int"
-
-
-def _lines_from(r: Reader) -> tuple[str, str, str]:
-    """(order id as text, line number as text, FROM ... WHERE) of the lines that belong in
-    the fact table: those of orders not cancelled; month: the order's, UTC."""
+def _lines(r: Reader) -> tuple[str, str, str]:
+    """(line hash, line number, FROM ... WHERE ...) of the lines that belong in the fact table:
+    those not of a cancelled order. An anti join with the cancelled orders only: the scan
+    reads order_items alone, without building a hash table of every order."""
     o, i = r.col("orders", "order_id"), r.col("order_items", "line_number")
-    return (f"o.{o}::text", f"i.{i}::text",
-            f"FROM {r.table('order_items')} i JOIN {r.table('orders')} o "
-            f"ON o.{o} = i.{r.col('order_items', 'order_id')} WHERE NOT {_cancelled(r)}")
+    ik = r.col("order_items", "order_id")
+    return (line_hash(f"i.{ik}::text", f"i.{i}"), f"i.{i}",
+            f"FROM {r.table('order_items')} i WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{r.table('orders')} o WHERE o.{o} = i.{ik} AND {_cancelled(r)})")
 
 
-def _month(r: Reader) -> str:
-    return f"to_char(o.{r.col('orders', 'order_ts')}, 'YYYYMM')::int"
+def line_hashes(src, r: Reader) -> pl.DataFrame:
+    """[h]: the key hash of every line the source has (8 bytes a line cross the wire)."""
+    h, _, rest = _lines(r)
+    return query(src, r, f"SELECT {h} AS h {rest}")
 
 
-def line_digest(r: Reader, buckets: int) -> pl.DataFrame:
-    """[m, b, n, h]: per month and order bucket, the lines the source has and the sum of
-    their key hashes (the server aggregates: nothing but the digest crosses the wire)."""
-    oid, line, rest = _lines_from(r)
-    return _source_query(r, f"""
-        SELECT {_month(r)} AS m, {bucket(oid, buckets)} AS b, count(*)::int8 AS n,
-               sum({line_hash(oid, line)})::text AS h
-        {rest} GROUP BY 1, 2""")
-
-
-def line_keys(r: Reader, cells: pl.DataFrame, buckets: int) -> pl.DataFrame:
-    """[order_id, line_number] of the lines in these cells [m, b] (keys only)."""
-    oid, line, rest = _lines_from(r)
-    pairs = ", ".join(f"({m}, {b})" for m, b in cells.select("m", "b").iter_rows())
-    frm, where = rest.split(" WHERE ", 1)
-    return _source_query(r, f"""
-        SELECT {oid} AS order_id, {line}::int AS line_number {frm}
-        JOIN (VALUES {pairs}) c (m, b) ON c.m = {_month(r)} AND c.b = {bucket(oid, buckets)}
-        WHERE {where}""")
-
-
-def order_states(r: Reader, order_ids: pl.Series) -> pl.DataFrame:
+def order_states(src, r: Reader, order_ids: pl.Series) -> pl.DataFrame:
     """[order_id, cancelled, line_number] of these orders as the source has them now (a
     row per line; line_number NULL for an order without lines; no row: deleted)."""
     o, ik = r.col("orders", "order_id"), r.col("order_items", "order_id")
     frames = []
     for chunk in _chunks(order_ids.unique().sort(), 5000):
         ids = ", ".join(_lit(v) for v in chunk)
-        frames.append(_source_query(r, f"""
+        frames.append(query(src, r, f"""
             SELECT o.{o}::text AS order_id, {_cancelled(r)} AS cancelled,
                    i.{r.col('order_items', 'line_number')}::int AS line_number
             FROM {r.table('orders')} o LEFT JOIN {r.table('order_items')} i ON i.{ik} = o.{o}
@@ -446,22 +427,28 @@ def _chunks(values: pl.Series, size: int) -> list[list]:
     return [values[i:i + size].to_list() for i in range(0, values.len(), size)]
 
 
-def _source_query(r: Reader, sql: str) -> pl.DataFrame:
-    """A read on the source in UTC (months are UTC days, as in the warehouse)."""
+@contextmanager
+def session(r: Reader):
+    """One autocommit session on the source (in UTC: months are UTC, as in the warehouse)
+    for a few reads: `query(src, r, sql)`."""
     try:
         src = connect(r.dsn, autocommit=True)
     except (DatabaseUnavailable, DatabaseError) as e:
         e.message = f"source {r.name}: {e.message}"
         raise
     try:
+        yield src
+    finally:
+        src.close()
+
+
+def query(src, r: Reader, sql: str) -> pl.DataFrame:
+    try:
         with src.cursor() as cur:
-            cur.execute("SET TIME ZONE 'UTC'")
             cur.execute(sql)
             return pl.from_arrow(cur.fetch_arrow_table())
     except adbc_driver_manager.Error as e:
         raise _source_error(r, e) from None
-    finally:
-        src.close()
 
 
 def _utc(df: pl.DataFrame, c: str) -> pl.Expr:

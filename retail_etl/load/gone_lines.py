@@ -2,19 +2,20 @@
 application's back (neither changes a row a watermark can see). Found by a scan of keys,
 removed from the fact table month by month in the run's transaction.
 
-1. Digest: per month (UTC) and bucket of the order id, the number of lines and the sum of
-   their key hashes, computed by each server: the source's lines of orders not cancelled,
-   the warehouse's lines this source delivered (`source`). Only the digests cross the wire.
-2. The cells whose digests differ: their keys only, from both sides (a deletion costs the
-   keys of one bucket of one month, not the table). Warehouse lines missing from the source
-   are candidates.
+1. Each server computes a 64-bit hash of every line's key at once: the source's lines not
+   of a cancelled order, the warehouse's lines this source delivered (`source`); 8 bytes a
+   line cross the wire (a per-bucket digest first was measured slower: the servers' GROUP
+   BY costs more than sending the hashes). A stored hash the source lacks is a candidate.
+2. The candidates' stored lines, by hash (a hash join with those few).
 3. Each candidate's order as the source has it now gives the reason: no order (order
    deleted), a cancelled one (order cancelled), an order without the line (line deleted);
-   a line that is there after all (its order moved month since) stays.
+   a line that is there after all (changed since, or a hash collision) stays.
 """
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -24,8 +25,6 @@ from retail_etl.extract.oltp import OltpExtract
 from retail_etl.load.copy import copy_temp
 from retail_etl.spec import FactByPartition
 
-BUCKETS = 64  # per month: a deletion fetches about 1/64 of its month's keys
-
 
 @dataclass
 class Gone:
@@ -33,18 +32,60 @@ class Gone:
     left_keys: dict[str, pl.Series]  # fact column -> dimension keys the lines pointed to
 
 
-def scan(cur, fact: FactByPartition, pull: OltpExtract) -> Gone:
+AUTO_SHARE = 0.15  # line_scan_every = "auto": the scans' share of the runs' time
+
+
+def due(cur, pull: OltpExtract, fact: FactByPartition, run_seconds: float) -> bool:
+    """Whether this run scans: every --full run; never a source's first (it just read every
+    line it has); else every `line_scan_every` runs, or with "auto" once the runs since
+    the last scan (each taken as long as this one so far) have paid for what it cost at
+    AUTO_SHARE of their time. The count commits with the run."""
+    every = pull.reader.cfg.line_scan_every
+    cur.execute("SELECT runs_since, last_seconds FROM etl.source_scans "
+                "WHERE source = $1 AND fact = $2", parameters=(pull.source, fact.name))
+    since, cost = cur.fetchone() or (0, None)
+    since += 1  # this run included
+    if pull.full:
+        due = True
+    elif pull.first:
+        due = False
+    elif every == "auto":
+        due = cost is None or since * AUTO_SHARE * run_seconds >= cost
+    else:
+        due = every > 0 and since >= every
+    cur.execute("""
+        INSERT INTO etl.source_scans (source, fact, runs_since) VALUES ($1, $2, $3)
+        ON CONFLICT (source, fact) DO UPDATE SET runs_since = excluded.runs_since
+    """, parameters=(pull.source, fact.name, 0 if due or pull.first else since))
+    return due
+
+
+def scan(cur, fact: FactByPartition, pull: OltpExtract, run_id: int) -> Gone:
+    """The scan (see the module docstring); its cost is remembered for `due`."""
+    started = time.perf_counter()
+    with oltp.session(pull.reader) as src:
+        gone = _scan(cur, src, fact, pull)
+    cur.execute("UPDATE etl.source_scans SET last_run_id = $1, last_seconds = $2 "
+                "WHERE source = $3 AND fact = $4",
+                parameters=(run_id, time.perf_counter() - started, pull.source, fact.name))
+    return gone
+
+
+def _scan(cur, src, fact: FactByPartition, pull: OltpExtract) -> Gone:
     r = pull.reader
     order_id, line = fact.natural_key  # (the document's id, the line's number)
-    cells = differing(oltp.line_digest(r, BUCKETS), _digest(cur, fact, pull.source))
     none = Gone({}, {})
-    if not cells.height:
+    # each side's work runs on its own server at once: the source's in a thread
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(oltp.line_hashes, src, r)
+        ours = _hashes(cur, fact, pull.source)
+        lost = ours.join(theirs.result(), on="h", how="anti")["h"]
+    if not lost.len():
         return none
-    have = oltp.line_keys(r, cells, BUCKETS).rename({"order_id": order_id, "line_number": line})
-    missing = _keys(cur, fact, pull.source, cells).join(have, on=[order_id, line], how="anti")
+    missing = _lines_with(cur, fact, pull.source, lost)
     if not missing.height:
         return none
-    states = oltp.order_states(r, missing[order_id]).rename(
+    states = oltp.order_states(src, r, missing[order_id]).rename(
         {"order_id": order_id, "line_number": line})
     there = states.filter(pl.col(line).is_not_null()).select(order_id, line)
     orders = states.group_by(order_id).agg(pl.col("cancelled").first())
@@ -57,38 +98,22 @@ def scan(cur, fact: FactByPartition, pull: OltpExtract) -> Gone:
     return _delete(cur, fact, pull.source, gone) if gone.height else none
 
 
-def differing(source: pl.DataFrame, warehouse: pl.DataFrame) -> pl.DataFrame:
-    """[m, b]: the cells whose line count or hash sum differ (or that one side lacks)."""
-    cells = [pl.col("m", "b").cast(pl.Int32)]
-    both = source.with_columns(cells).join(warehouse.with_columns(cells), on=["m", "b"],
-                                           how="full", coalesce=True, suffix="_dw")
-    return both.filter(pl.col("n").ne_missing(pl.col("n_dw"))
-                       | pl.col("h").ne_missing(pl.col("h_dw"))).select("m", "b").sort("m", "b")
-
-
-def _digest(cur, fact: FactByPartition, source: str) -> pl.DataFrame:
-    order_id, line = fact.natural_key
-    cur.execute(f"""
-        SELECT date_key / 100 AS m, {oltp.bucket(order_id, BUCKETS)} AS b, count(*)::int8 AS n,
-               sum({oltp.line_hash(order_id, f'{line}::text')})::text AS h
-        FROM {fact.table} WHERE source = $1 GROUP BY 1, 2
-    """, parameters=(source,))
+def _hashes(cur, fact: FactByPartition, source: str) -> pl.DataFrame:
+    cur.execute(f"SELECT {oltp.line_hash(*fact.natural_key)} AS h FROM {fact.table} "
+                f"WHERE source = $1", parameters=(source,))
     return pl.from_arrow(cur.fetch_arrow_table())
 
 
-def _keys(cur, fact: FactByPartition, source: str, cells: pl.DataFrame) -> pl.DataFrame:
-    """[order id, line, date_key] of the source's stored lines in these cells, probed month
-    by month (each month a partition)."""
+def _lines_with(cur, fact: FactByPartition, source: str, hashes: pl.Series) -> pl.DataFrame:
+    """[order id, line, date_key] of the source's stored lines with these key hashes."""
     order_id, line = fact.natural_key
-    frames = []
-    for (m,), part in cells.partition_by("m", as_dict=True, maintain_order=True).items():
-        buckets = ", ".join(str(b) for b in part["b"])
-        cur.execute(f"""
-            SELECT {order_id}, {line}, date_key FROM {fact.table}_{m}
-            WHERE source = $1 AND {oltp.bucket(order_id, BUCKETS)} IN ({buckets})
-        """, parameters=(source,))
-        frames.append(pl.from_arrow(cur.fetch_arrow_table()))
-    return pl.concat(frames).with_columns(pl.col(line).cast(pl.Int32))
+    copy_temp(cur.connection, "stg_lost_hashes", hashes.unique().to_frame("h"))
+    cur.execute(f"""
+        SELECT f.{order_id}, f.{line}, f.date_key FROM {fact.table} f
+        JOIN stg_lost_hashes l ON l.h = {oltp.line_hash(f'f.{order_id}', f'f.{line}')}
+        WHERE f.source = $1
+    """, parameters=(source,))
+    return pl.from_arrow(cur.fetch_arrow_table()).with_columns(pl.col(line).cast(pl.Int32))
 
 
 def _delete(cur, fact: FactByPartition, source: str, gone: pl.DataFrame) -> Gone:
