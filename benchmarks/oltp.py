@@ -512,6 +512,15 @@ def write(out: Path, doc: dict, name: str = "oltp") -> list[Path]:
 # ---- orchestration ------------------------------------------------------------------------
 
 
+def _write_doc(out: Path, name: str, doc: dict, render) -> None:
+    """NAME.md (render(doc)) and NAME.json in out."""
+    md, js = out / f"{name}.md", out / f"{name}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    md.write_text(render(doc))
+    js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    log(f"wrote {md}, {js}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.oltp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -554,22 +563,14 @@ def main(argv: list[str] | None = None) -> None:
         with bench_cluster(cache) as (cluster, machine):
             rows = sweep(cluster, cache, volumes[0])
         doc = {"machine": machine, "command": command, "lines": volumes[0], "rows": rows}
-        md, js = out / f"{a.name}_sweep.md", out / f"{a.name}_sweep.json"
-        out.mkdir(parents=True, exist_ok=True)
-        md.write_text(sweep_markdown(doc))
-        js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        log(f"wrote {md}, {js}")
+        _write_doc(out, f"{a.name}_sweep", doc, sweep_markdown)
         return
     if a.scan_cost:
         with bench_cluster(cache) as (cluster, machine):
             vols = [{"lines": n, "rows": scan_cost(cluster, cache, n, max(days))}
                     for n in volumes]
-        doc = {"machine": machine, "command": command, "volumes": vols}
-        md, js = out / f"{a.name}_scan.md", out / f"{a.name}_scan.json"
-        out.mkdir(parents=True, exist_ok=True)
-        md.write_text(scan_markdown(doc))
-        js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        log(f"wrote {md}, {js}")
+        _write_doc(out, f"{a.name}_scan", {"machine": machine, "command": command,
+                                            "volumes": vols}, scan_markdown)
         return
     with bench_cluster(cache) as (cluster, machine):
         runs = [bench_volume(cluster, cache, n, days, a.overlap_seconds, a.profile)
