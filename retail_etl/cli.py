@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import traceback
@@ -51,6 +52,19 @@ def main(
     _state["debug"] = debug
 
 
+def terminal_help(doc: str | None) -> str | None:
+    """A command's docstring for the terminal: the line breaks of a paragraph go (the
+    terminal wraps it at its width), an example block keeps its lines."""
+    if not doc:
+        return doc
+    out = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines = para.splitlines()
+        keep = lines[0].startswith("Example") or any(ln.startswith(" ") for ln in lines)
+        out.append(para if keep else " ".join(ln.strip() for ln in lines))
+    return "\n\n".join(out)
+
+
 def handled(fn: Callable) -> Callable:
     """`Error: <message>` (and a hint) with exit 1 instead of a traceback; --debug shows it."""
 
@@ -76,6 +90,7 @@ def handled(fn: Callable) -> Callable:
                           "run again with --debug for the traceback")
             raise typer.Exit(1) from None
 
+    wrapper.__doc__ = terminal_help(fn.__doc__)
     return wrapper
 
 
@@ -98,7 +113,7 @@ def load(
         show_default=False)] = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Database sources: read every row, not only the changes since the "
-        "watermark (a snapshot; also finds lines deleted without their order changing).")] = False,
+        "watermark (a snapshot; always scans for deleted orders and lines).")] = False,
     dsn: DsnOpt = None,
     keep_staging: Annotated[bool, typer.Option(help="Keep data/staging/<run> afterwards.")] = False,
     profile: Annotated[bool, typer.Option(
@@ -106,9 +121,17 @@ def load(
         "PostgreSQL statement timings to data/profiles/<run>/.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load every configured source (retail_etl.toml), or the ones named, or one file drop
+    """Load the configured sources, or one file drop, in one run.
+
+    Load every configured source (retail_etl.toml), or the ones named, or one file drop
     (products*, customers*, stores*, sales* as CSV, CSV.gz or Parquet), into the warehouse
     in one run and one transaction.
+
+    Every row read is counted once: loaded (new, or a change of what is stored),
+    unchanged (equal to what is stored), rejected (broke a rule: see `retail-etl rejects`)
+    or a duplicate (the same row again in the input). Inferred: members made for ids the
+    sales use that no file or source described yet (their attributes arrive later).
+    Deleted: fact lines and keys removed because their source no longer has them.
 
     Example:
         retail-etl load
@@ -138,6 +161,9 @@ def load(
     if as_json:
         console.out.print_json(json.dumps(summary, default=str))
     console.info(_summary_line(run))
+    if any(c.inferred for c in run.counts.values()):
+        console.info("inferred: members made for ids the sales use that no source described "
+                     "yet; their attributes fill in when a source describes them")
     if profile:
         console.info(f"profile: {run.profile.dir}")
 
@@ -149,7 +175,7 @@ def _summary_line(run) -> str:
             why = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(c.deleted_by.items()))
             extra = (f", {c.inferred} inferred" if c.inferred else "") + (
                 f", {c.deleted} deleted ({why})" if c.deleted else "")
-            parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} merged, "
+            parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} unchanged, "
                          f"{c.rejected} rejected, {c.duplicate} duplicates{extra}")
     return (f"run {run.run_id} ok in {run.seconds:.1f}s; {'; '.join(parts)}; "
             f"{len(run.partitions)} partitions touched")
@@ -174,7 +200,9 @@ def generate(
         "--oltp-dsn", help="With --oltp: a DSN instead of the local cluster's database.",
         show_default=False)] = None,
 ) -> None:
-    """Generate deterministic synthetic drops in the contract's format, with dirt at known
+    """Generate synthetic file drops, or an operational shop database.
+
+    Generate deterministic synthetic drops in the contract's format, with dirt at known
     rates; or, with --oltp, an operational shop database (products, customers, stores,
     orders, order_items), and with --mutate one business day of changes to it.
 
@@ -224,7 +252,9 @@ def demo(
     lines: Annotated[int, typer.Option(min=1000, help="Sales lines to generate.")] = 200_000,
     drops: Annotated[int, typer.Option(min=1, help="Drops to load one after the other.")] = 3,
 ) -> None:
-    """Start the local cluster; generate a few drops and an operational shop database
+    """The whole story on generated data: drops, a shop, a day later.
+
+    Start the local cluster; generate a few drops and an operational shop database
     (retail_oltp); load the drops in order, the last one together with the shop in one run
     (the sources of retail_etl.toml), then a business day of changes; show monthly revenue
     by category.
@@ -240,6 +270,7 @@ def demo(
 
     settings = load_settings()
     shop_dsn = _local_database("retail_oltp", create=True)
+    console.info(_server_note(settings))
     out = settings.data_dir / "raw" / "demo"
     summary = generate_drops(out, lines, 42, drops)
     console.info(describe(summary))
@@ -258,6 +289,17 @@ def demo(
     console.info(_summary_line(load(settings, shops)))
     console.table("Monthly revenue by category (last 3 months)",
                   *_rows(queries.kpi_monthly_revenue(_dsn(None))))
+    console.info("next: `retail-etl runs` (what each run did), `retail-etl runs --show N` "
+                 "(where its time went), `retail-etl rejects` (what was quarantined and why); "
+                 "`retail-etl db down` stops the server")
+
+
+def _server_note(settings) -> str:
+    from retail_etl.db.cluster import Cluster
+
+    c = Cluster(settings.pg_dir)
+    return (f"PostgreSQL runs in {c.root} at {c.dsn()} and stays up for the commands below "
+            "(`retail-etl db status`; `retail-etl db down` stops it)")
 
 
 @app.command()
@@ -266,7 +308,9 @@ def sources(
     dsn: DsnOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the configured sources (retail_etl.toml) and the watermarks the warehouse holds
+    """List the configured sources and their watermarks.
+
+    List the configured sources (retail_etl.toml) and the watermarks the warehouse holds
     for each table of the database sources.
 
     Example:
@@ -305,7 +349,9 @@ def runs(
     show: Annotated[int | None, typer.Option(help="One run's per-stage breakdown.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs with per-entity rows read, loaded, merged, rejected and duplicates, or one
+    """List runs and their row counts, or one run's stages.
+
+    List runs with per-entity rows read, loaded, unchanged, rejected and duplicates, or one
     run's stages with --show.
 
     Example:
@@ -336,7 +382,9 @@ def rejects(
         "--whole", help="Show each original row whole (default: cut at 200 characters).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show quarantined rows: file, line, the rules they broke and the original row.
+    """Show quarantined rows with their file, line and rules.
+
+    Show quarantined rows: file, line, the rules they broke and the original row.
 
     Example:
         retail-etl rejects --run 3 --limit 20
@@ -356,7 +404,9 @@ def forget(
                                                "request's reference).")] = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Erase a customer's personal data (name, email, city, state) from every version in
+    """Erase a customer's personal data from the warehouse (GDPR).
+
+    Erase a customer's personal data (name, email, city, state) from every version in
     the warehouse, the observed versions and the rejects, and keep later loads from
     storing it again; the sales stay. Recorded in etl.erasures (who, when, what).
 
@@ -385,7 +435,9 @@ def forget(
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
 ) -> None:
-    """Remove the staging that no running load holds: what killed runs left, and what
+    """Remove staging left by killed runs or kept on purpose.
+
+    Remove the staging that no running load holds: what killed runs left, and what
     keep_staging kept. Reports each directory and its size. A running load is never touched.
 
     Example:
@@ -416,7 +468,9 @@ def _size(n: int) -> str:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @handled
 def bench(ctx: typer.Context) -> None:
-    """Run the benchmark suite (benchmarks/): load generated drops at several volumes into
+    """Run the benchmark suite (benchmarks/).
+
+    Run the benchmark suite (benchmarks/): load generated drops at several volumes into
     fresh warehouses beside the references (raw COPY, bare Polars path, pandas baselines);
     writes benchmarks/results/. Options are passed on (see `python -m benchmarks.run -h`).
 
@@ -435,7 +489,7 @@ def bench(ctx: typer.Context) -> None:
 @db_app.command("up")
 @handled
 def db_up() -> None:
-    """Create (once) and start the local cluster in data/pg; print its DSN.
+    """Start the local cluster in data/pg (made once); print its DSN.
 
     Example:
         retail-etl db up
@@ -444,11 +498,13 @@ def db_up() -> None:
     from retail_etl.db.cluster import Cluster
     from retail_etl.db.connect import apply_schema, connect
 
-    dsn = Cluster(load_settings().pg_dir).up()
+    settings = load_settings()
+    dsn = Cluster(settings.pg_dir).up()
     conn = connect(dsn)
     apply_schema(conn, SQL_DIR)
     conn.close()
     typer.echo(dsn)
+    console.info(_server_note(settings))
 
 
 @db_app.command("down")
@@ -468,7 +524,9 @@ def db_down() -> None:
 @db_app.command("status")
 @handled
 def db_status() -> None:
-    """Say whether the local cluster runs, and its DSN. Exit 1 when it does not run.
+    """Say whether the local cluster runs, and its DSN.
+
+    Exits with 1 when it does not run.
 
     Example:
         retail-etl db status

@@ -27,7 +27,7 @@ def runs(dsn: str, limit: int = 20) -> pl.DataFrame:
         SELECT r.run_id AS run, r.status, to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started,
                round(extract(epoch FROM r.ended_at - r.started_at)::numeric, 1)::float8 AS seconds,
                coalesce(e.entity, left(r.error, 60)) AS entity, e.rows_read AS read,
-               e.rows_loaded AS loaded, e.rows_merged AS merged, e.rows_rejected AS rejected,
+               e.rows_loaded AS loaded, e.rows_merged AS unchanged, e.rows_rejected AS rejected,
                e.rows_duplicate AS duplicates, e.rows_inferred AS inferred,
                e.rows_deleted AS deleted,
                (SELECT string_agg(replace(k, '_', ' ') || ' ' || v, ', ' ORDER BY k)

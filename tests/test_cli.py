@@ -102,3 +102,29 @@ def test_load_runs_and_rejects_commands(tmp_path, dsn):
     stages = cli("runs", "--dsn", dsn, "--show", "1")
     assert stages.exit_code == 0 and "validate" in stages.stdout
     assert _one_error_line(cli("runs", "--dsn", dsn, "--show", "99")).startswith("Error: no run 99")
+
+
+def test_help_reads_well_at_80_columns(monkeypatch):
+    """Issue 21: the command list has one-line summaries (no sentence broken by a hard wrap)
+    and every command's help renders, its description reflowed by the terminal."""
+    import click
+    import typer.main
+
+    from retail_etl.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    group = typer.main.get_command(app)
+    commands = [([name], cmd) for name, cmd in group.commands.items()
+                if not isinstance(cmd, click.Group)]
+    commands += [(["db", name], cmd) for name, cmd in group.commands["db"].commands.items()]
+    listing = cli("--help").output
+    for path, cmd in commands:
+        summary = (cmd.help or "").split("\n\n")[0]
+        assert "\n" not in summary and summary.endswith(".") and len(summary) <= 66, path
+        if len(path) == 1:
+            assert any(f"{path[0]} " in ln and summary in ln for ln in listing.splitlines()), path
+        page = cli(*path, "--help")
+        assert page.exit_code == 0 and summary in page.output, path
+        for para in (cmd.help or "").split("\n\n")[1:]:
+            if not para.startswith("Example"):
+                assert "\n" not in para, (path, para)  # a paragraph: the terminal wraps it
