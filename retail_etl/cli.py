@@ -262,33 +262,13 @@ def demo(
     Example:
         retail-etl demo --lines 200000 --drops 3
     """
-    from retail_etl import queries
-    from retail_etl.config import FilesSource, PostgresSource
-    from retail_etl.flow import load, load_drop
-    from retail_etl.generate.drops import describe, generate_drops
-    from retail_etl.generate.oltp import create_oltp, mutate_day
+    from retail_etl.demo import run_demo
 
     settings = load_settings()
     shop_dsn = _local_database("retail_oltp", create=True)
     console.info(_server_note(settings))
-    out = settings.data_dir / "raw" / "demo"
-    summary = generate_drops(out, lines, 42, drops)
-    console.info(describe(summary))
-    counts = create_oltp(shop_dsn, lines, 42)
-    console.info("shop database retail_oltp: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    for d in summary.drops[:-1]:
-        console.info(_summary_line(load_drop(settings, d)))
-    sources = settings.sources or {  # the demo configuration, as in retail_etl.toml
-        "drops": FilesSource(kind="files", dir=summary.drops[-1]),
-        "shop": PostgresSource(kind="postgres", database="retail_oltp")}
-    console.info(f"one run over the sources {', '.join(sources)} (a full snapshot of the shop):")
-    console.info(_summary_line(load(settings, sources, full=True)))
-    mutate_day(shop_dsn, 1)
-    console.info("a business day later, the shop's changes only:")
-    shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
-    console.info(_summary_line(load(settings, shops)))
-    console.table("Monthly revenue by category (last 3 months)",
-                  *_rows(queries.kpi_monthly_revenue(_dsn(None))))
+    kpis = run_demo(settings, shop_dsn, "retail_oltp", lines, drops, console.info, _summary_line)
+    console.table("Monthly revenue by category (last 3 months)", *_rows(kpis))
     console.info("next: `retail-etl runs` (what each run did), `retail-etl runs --show N` "
                  "(where its time went), `retail-etl rejects` (what was quarantined and why); "
                  "`retail-etl db down` stops the server")

@@ -88,17 +88,21 @@ def create_oltp(dsn: str, lines: int, seed: int = 7, *,
         conn.close()
 
 
-def mutate_day(dsn: str, seed: int) -> dict[str, int]:
+def mutate_day(dsn: str, seed: int, *, as_of: datetime | None = None) -> dict[str, int]:
     """One business day of changes, in one transaction; every changed or new row gets
-    updated_at = now() (the transaction time). Returns the rows changed per kind."""
+    updated_at = now() (the transaction time). New orders are placed in the 24 hours before
+    `as_of` and new customers join on its day (the business clock; default: now()), so a
+    shop made with create_oltp(as_of=...) gets the same business data on any date.
+    Returns the rows changed per kind."""
     u = _draws(seed)
+    clock = "now()" if as_of is None else f"{_q(as_of.isoformat())}::timestamptz"
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in TABLES))
             n = dict(zip(TABLES, cur.fetchone(), strict=True))
             counts = {}
-            for kind, sql in _day_sql(u, n):
+            for kind, sql in _day_sql(u, n, clock):
                 cur.execute(sql)
                 row = cur.fetchone()
                 if kind == "new_orders":
@@ -300,7 +304,7 @@ def _count(sql: str) -> str:
     return f"WITH changed AS ({sql}) SELECT count(*) FROM changed"
 
 
-def _day_sql(u, n: dict[str, int]) -> list[tuple[str, str]]:
+def _day_sql(u, n: dict[str, int], clock: str = "now()") -> list[tuple[str, str]]:
     """(kind, statement) pairs of mutate_day, in order; each returns its row count(s).
     Rows are picked by ORDER BY a draw of their key (LIMIT k): the same picks for the same
     logical contents."""
@@ -406,12 +410,12 @@ RETURNING 1""")),
         ("new_products", _count(_products_sql(u, _rate(products, 0.001, 1), "now()")
                                 + " RETURNING 1")),
         ("new_customers", _count(_customers_sql(u, _rate(customers, 0.001, 2), "now()",
-                                                "current_date") + " RETURNING 1")),
-        ("new_orders", _new_orders_sql(u, _rate(orders, 0.005, 3))),
+                                                f"({clock})::date") + " RETURNING 1")),
+        ("new_orders", _new_orders_sql(u, _rate(orders, 0.005, 3), clock)),
     ]
 
 
-def _new_orders_sql(u, k: int) -> str:
+def _new_orders_sql(u, k: int, clock: str = "now()") -> str:
     """k orders placed in the last 24 hours, 1..4 lines each at today's prices, from
     non-deleted products, customers (2 % anonymous) and stores; returns (orders, lines).
     Products and customers whose id is a multiple of NEVER_ORDERED stay never ordered, so
@@ -432,7 +436,7 @@ o AS MATERIALIZED (SELECT base + g AS order_id, np, nc, ns FROM n, generate_seri
 ins AS (
     INSERT INTO orders (order_id, customer_id, store_id, order_ts, status)
     SELECT o.order_id, cs.customer_id, ss.store_id,
-           now() - {u('o.order_id', 'new.age')} * interval '24 hours', 'placed'
+           {clock} - {u('o.order_id', 'new.age')} * interval '24 hours', 'placed'
     FROM o LEFT JOIN cs ON cs.rn = 1 + floor({u('o.order_id', 'new.customer')} * o.nc)
                        AND {u('o.order_id', 'new.anonymous')} >= 0.02
            LEFT JOIN ss ON ss.rn = 1 + floor({u('o.order_id', 'new.store')} * o.ns)
