@@ -288,7 +288,7 @@ def scan_markdown(doc: dict) -> str:
            "- per day: the warehouse cloned, the same day loaded without the scan (into the "
            "clone) and with it; one run each, the order alternating by day",
            "- the scan runs with `line_scan_every = 1` here; the default `auto` scans every "
-           "run while a scan costs at most 15% of a run's time, else once enough runs went "
+           "run while a scan takes at most 1 s or 15% of a run's time, else once enough runs went "
            "by that its cost is 15% of theirs (a scan of 16 s after runs of 25 s: every 5th "
            "run)", "",
            "| lines | day | lines read | deleted (with scan) | no scan: run s | scan: run s | "

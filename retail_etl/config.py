@@ -63,8 +63,8 @@ class PostgresSource(BaseModel):
                                           "whose lines leave the fact table")
     line_scan_every: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
         "auto", description="scan the source's order lines for deleted orders and lines "
-        "every N runs (0: only with --full); auto: every run while the scans cost at most "
-        "15% of the runs' time, else as often as that allows")
+        "every N runs (0: only with --full); auto: every run while a scan takes at most 1 s "
+        "or 15% of a run's time, else as often as 15% allows")
     tables: dict[str, str] = Field(default_factory=dict)
     columns: dict[str, dict[str, str]] = Field(default_factory=dict)
 

@@ -114,7 +114,7 @@ def test_auto_scans_every_run_while_the_scans_are_cheap(settings, small_shop):
     # (no overlap: an order re-read inside the window would find its lost line by itself)
     s = shop(settings, small_shop, line_scan_every="auto", overlap_seconds=0)
     run(s)
-    a, b, c = orders_with_lines(small_shop, 3)
+    a, b, c, d = orders_with_lines(small_shop, 4)
 
     def drop_line(order: int, cost: float | None = None) -> int:
         if cost is not None:  # what the last scan cost, as the ledger remembers it
@@ -126,6 +126,7 @@ def test_auto_scans_every_run_while_the_scans_are_cheap(settings, small_shop):
     assert drop_line(b, cost=1e6) == 0  # a scan dearer than 15% of the run waits
     assert rows(settings.dsn, "SELECT runs_since FROM etl.source_scans") == [(1,)]
     assert drop_line(c, cost=0.0) == 2  # a cheap one runs, and finds both
+    assert drop_line(d, cost=0.9) == 1  # under a second: every run, whatever the run took
     assert warehouse_lines(settings.dsn) == source_lines(small_shop)
 
 

@@ -33,13 +33,15 @@ class Gone:
 
 
 AUTO_SHARE = 0.15  # line_scan_every = "auto": the scans' share of the runs' time
+AUTO_ALWAYS_SECONDS = 1.0  # ... but a scan this cheap runs every time (a small shop)
 
 
 def due(cur, pull: OltpExtract, fact: FactByPartition, run_seconds: float) -> bool:
     """Whether this run scans: every --full run; never a source's first (it just read every
     line it has); else every `line_scan_every` runs, or with "auto" once the runs since
     the last scan (each taken as long as this one so far) have paid for what it cost at
-    AUTO_SHARE of their time. The count commits with the run."""
+    AUTO_SHARE of their time; a scan of at most AUTO_ALWAYS_SECONDS runs every time. The
+    count commits with the run."""
     every = pull.reader.cfg.line_scan_every
     cur.execute("SELECT runs_since, last_seconds FROM etl.source_scans "
                 "WHERE source = $1 AND fact = $2", parameters=(pull.source, fact.name))
@@ -50,7 +52,8 @@ def due(cur, pull: OltpExtract, fact: FactByPartition, run_seconds: float) -> bo
     elif pull.first:
         due = False
     elif every == "auto":
-        due = cost is None or since * AUTO_SHARE * run_seconds >= cost
+        due = (cost is None or cost <= AUTO_ALWAYS_SECONDS
+               or since * AUTO_SHARE * run_seconds >= cost)
     else:
         due = every > 0 and since >= every
     cur.execute("""
