@@ -395,11 +395,8 @@ def forget(
     """
     from retail_etl.forget import forget as erase
 
-    settings = load_settings(dsn=dsn)
-    from retail_etl.db.connect import resolve_dsn
-
-    changed = erase(resolve_dsn(settings), "customers", customer, reason,
-                    settings.lock_wait_seconds)
+    changed = erase(_dsn(dsn), "customers", customer, reason,
+                    load_settings(dsn=dsn).lock_wait_seconds)
     versions = changed["dw.dim_customer"]
     found = sum(changed.values())
     console.info(f"customer {customer}: personal data erased from {versions} versions, "
