@@ -1,4 +1,5 @@
-# retail-etl tasks. `pip install -e '.[dev]'` installs `just` itself (rust-just).
+# retail-etl tasks. `pip install -e '.[test]'` installs `just` itself (rust-just);
+# the bench recipes need `.[bench]`.
 
 # Start the local cluster, generate drops and a shop database, load them, show KPIs.
 demo:

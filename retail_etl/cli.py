@@ -15,7 +15,7 @@ import typer
 
 from retail_etl import __version__, console
 from retail_etl.config import config_file, load_settings
-from retail_etl.errors import EtlError, Terminated
+from retail_etl.errors import EtlError, Terminated, UsageError
 
 app = typer.Typer(
     name="retail-etl",
@@ -327,6 +327,9 @@ def runs(
     dsn: DsnOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
     show: Annotated[int | None, typer.Option(help="One run's per-stage breakdown.")] = None,
+    chart: Annotated[bool, typer.Option(
+        "--chart", help="With --show: also draw where the time went as a PNG (needs the "
+        "`chart` extra: pip install 'retail-etl[chart]').")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs and their row counts, or one run's stages.
@@ -336,16 +339,21 @@ def runs(
 
     Example:
         retail-etl runs --limit 5
-        retail-etl runs --show 12
+        retail-etl runs --show 12 --chart
     """
     from retail_etl import queries
 
+    if chart and show is None:
+        raise UsageError("--chart draws one run's stages", hint="add --show RUN")
     url = _dsn(dsn)
     df = queries.stages(url, show) if show is not None else queries.runs(url, limit)
     if show is not None and df.height == 0:
         raise EtlError(f"no run {show} with recorded stages", hint="see `retail-etl runs`")
+    if df.height == 0 and not as_json:
+        console.info("no runs yet: `retail-etl load --source-dir DIR` makes the first")
+        return
     _render(df, f"Run {show}: stages" if show is not None else "Runs", as_json)
-    if show is not None:
+    if chart:
         from retail_etl.profile import waterfall
 
         png = load_settings().data_dir / "profiles" / f"run_{show:06d}" / "waterfall.png"
@@ -372,7 +380,12 @@ def rejects(
     """
     from retail_etl import queries
 
-    _render(queries.rejects(_dsn(dsn), run, limit, None if whole else 200), "Rejects", as_json)
+    df = queries.rejects(_dsn(dsn), run, limit, None if whole else 200)
+    if df.height == 0 and not as_json:
+        console.info("no rejects: every row read so far was valid" if run is None
+                     else f"run {run} rejected nothing")
+        return
+    _render(df, "Rejects", as_json)
 
 
 @app.command()
@@ -440,27 +453,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@handled
-def bench(ctx: typer.Context) -> None:
-    """Run the benchmark suite (benchmarks/).
-
-    Run the benchmark suite (benchmarks/): load generated drops at several volumes into
-    fresh warehouses beside the references (raw COPY, bare Polars path, pandas baselines);
-    writes benchmarks/results/. Options are passed on (see `python -m benchmarks.run -h`).
-
-    Example:
-        retail-etl bench --volumes 100k,1m
-        retail-etl bench --smoke
-    """
-    try:
-        from benchmarks.run import main as run_benchmarks
-    except ImportError:
-        raise EtlError("the benchmark suite is not importable here",
-                       hint="run it from a checkout: `just bench`") from None
-    run_benchmarks(list(ctx.args))
 
 
 @db_app.command("up")

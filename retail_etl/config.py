@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 from datetime import date
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,8 +19,8 @@ from pydantic_settings import (
 
 from retail_etl.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_ROOT / "sql"
+# DDL and views ship inside the package: a wheel installed anywhere finds them
+SQL_DIR = Path(str(resources.files("retail_etl") / "sql"))
 
 
 def config_file() -> Path:

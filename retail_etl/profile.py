@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+from retail_etl.errors import EtlError
+
 
 class Profile:
     def __init__(self, directory: Path | None):
@@ -80,7 +82,11 @@ class _TimedCursor:
 
 def waterfall(stages: pl.DataFrame, title: str, out: Path) -> Path:
     """A PNG of where the time went: one bar per stage, starting where the last ended."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise EtlError("--chart needs matplotlib, which is not installed",
+                       hint="pip install 'retail-etl[chart]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

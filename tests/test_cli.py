@@ -101,7 +101,19 @@ def test_load_runs_and_rejects_commands(tmp_path, dsn):
         ("products.csv", 3, "unit_price:below_0")]
     stages = cli("runs", "--dsn", dsn, "--show", "1")
     assert stages.exit_code == 0 and "validate" in stages.stdout
+    assert not list(tmp_path.rglob("*.png"))  # a picture only when asked for (--chart)
+    pytest.importorskip("matplotlib")
+    drawn = cli("runs", "--dsn", dsn, "--show", "1", "--chart")
+    [png] = list(tmp_path.rglob("waterfall.png"))
+    assert drawn.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
     assert _one_error_line(cli("runs", "--dsn", dsn, "--show", "99")).startswith("Error: no run 99")
+
+
+def test_a_new_warehouse_has_no_runs_and_no_rejects(dsn):
+    runs, rejects = cli("runs", "--dsn", dsn), cli("rejects", "--dsn", dsn)
+    assert (runs.exit_code, rejects.exit_code) == (0, 0)
+    assert runs.output.startswith("no runs yet") and rejects.output.startswith("no rejects")
+    assert json.loads(cli("runs", "--dsn", dsn, "--json").stdout) == []
 
 
 def test_help_reads_well_at_80_columns(monkeypatch):
