@@ -39,15 +39,17 @@ def peak_rss_mb() -> float:
 
 
 def measure_load(dsn: str, drop: Path, work: Path) -> dict:
-    from retail_etl.config import SQL_DIR, Settings
-    from retail_etl.db.connect import apply_schema, connect
+    from pipelines import PROJECT
+    from retail_etl.config import Settings
+    from retail_etl.db.connect import connect
     from retail_etl.flow import load_drop
+    from retail_etl.schema import apply_schema
 
     conn = connect(dsn)
-    apply_schema(conn, SQL_DIR)  # the schema is not part of the load being measured
+    apply_schema(conn, PROJECT)  # the schema is not part of the load being measured
     conn.close()
     t0 = time.perf_counter()
-    run = load_drop(Settings(dsn=dsn, data_dir=work), drop)
+    run = load_drop(PROJECT, Settings(dsn=dsn, data_dir=work), drop)
     seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,

@@ -12,6 +12,7 @@ DIM_CUSTOMER = DimensionSCD2(
     table="dw.dim_customer",
     surrogate_key="customer_key",
     business_key="customer_id",
+    unknown_attributes={"customer_name": "Unknown"},  # where sales without a customer point
     attributes={
         "customer_name": pl.when(_name != "").then(_name),
         "email": pl.col("email"),

@@ -9,6 +9,7 @@ DIM_STORE = DimensionSCD2(
     table="dw.dim_store",
     surrogate_key="store_key",
     business_key="store_id",
+    unknown_attributes={"store_name": "Unknown"},  # where sales without a store point
     attributes={
         **{c: pl.col(c) for c in ("store_name", "store_type", "city", "state", "country",
                                   "manager", "opened_date")},

@@ -27,6 +27,7 @@ FACT_SALES = FactByPartition(
         "total_amount": (pl.col("quantity").cast(pl.Decimal(22, 0)) * pl.col("unit_price")
                          - pl.col("discount").fill_null(0)).cast(pl.Decimal(22, 2)),
     },
+    indexes=(("date_key", "product_key"),),  # the daily sales by product the views read
     dtypes={"quantity": pl.Int32, "unit_price": pl.Decimal(12, 2),
             "discount": pl.Decimal(12, 2), "total_amount": pl.Decimal(22, 2)},
 )

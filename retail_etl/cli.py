@@ -138,6 +138,7 @@ def load(
         retail-etl load --source shop --full
         retail-etl load --source-dir data/raw/drop_001
     """
+    import pipelines
     from retail_etl.config import FilesSource
     from retail_etl.flow import load as load_sources
 
@@ -156,7 +157,7 @@ def load(
             raise EtlError(f"no source named {unknown[0]!r} in {config_file()}",
                            hint="configured: " + (", ".join(settings.sources) or "none"))
         sources = {n: c for n, c in settings.sources.items() if not source or n in source}
-    run = load_sources(settings, sources, full=full, profile=profile)
+    run = load_sources(pipelines.PROJECT, settings, sources, full=full, profile=profile)
     summary = run.summary()
     if as_json:
         console.out.print_json(json.dumps(summary, default=str))
@@ -262,12 +263,13 @@ def demo(
     Example:
         retail-etl demo --lines 200000 --drops 3
     """
+    import pipelines
     from retail_etl.demo import run_demo
 
     settings = load_settings()
     shop_dsn = _local_database("retail_oltp", create=True)
     console.info(_server_note(settings))
-    kpis = run_demo(settings, shop_dsn, "retail_oltp", lines, drops, console.info, _summary_line)
+    kpis = run_demo(pipelines.PROJECT, settings, shop_dsn, "retail_oltp", lines, drops, console.info, _summary_line)
     console.table("Monthly revenue by category (last 3 months)", *_rows(kpis))
     console.info("next: `retail-etl runs` (what each run did), `retail-etl runs --show N` "
                  "(where its time went), `retail-etl rejects` (what was quarantined and why); "
@@ -406,9 +408,10 @@ def forget(
     Example:
         retail-etl forget --customer C-00042 --reason "GDPR request 2026-118"
     """
+    import pipelines
     from retail_etl.forget import forget as erase
 
-    changed = erase(_dsn(dsn), "customers", customer, reason,
+    changed = erase(_dsn(dsn), pipelines.PROJECT, "customers", customer, reason,
                     load_settings(dsn=dsn).lock_wait_seconds)
     versions = changed["dw.dim_customer"]
     found = sum(changed.values())
@@ -463,14 +466,15 @@ def db_up() -> None:
     Example:
         retail-etl db up
     """
-    from retail_etl.config import SQL_DIR
+    import pipelines
     from retail_etl.db.cluster import Cluster
-    from retail_etl.db.connect import apply_schema, connect
+    from retail_etl.db.connect import connect
+    from retail_etl.schema import apply_schema
 
     settings = load_settings()
     dsn = Cluster(settings.pg_dir).up()
     conn = connect(dsn)
-    apply_schema(conn, SQL_DIR)
+    apply_schema(conn, pipelines.PROJECT)
     conn.close()
     typer.echo(dsn)
     console.info(_server_note(settings))

@@ -17,13 +17,14 @@ from retail_etl.flow import load, load_drop
 from retail_etl.generate.drops import describe, generate_drops
 from retail_etl.generate.oltp import create_oltp, mutate_day
 from retail_etl.run import Run
+from retail_etl.spec import Project
 
 SEED = 42
 # the business clock of the demo's shop: the end of the drops' sales (generate/drops.py END)
 CLOCK = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def run_demo(settings: Settings, shop_dsn: str, shop_database: str, lines: int, drops: int,
+def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database: str, lines: int, drops: int,
              say: Callable[[str], None], summary: Callable[[Run], str]) -> pl.DataFrame:
     """Tell the story through `say` (each run as `summary(run)`); return the KPI table."""
     out = settings.data_dir / "raw" / "demo"
@@ -32,14 +33,14 @@ def run_demo(settings: Settings, shop_dsn: str, shop_database: str, lines: int, 
     counts = create_oltp(shop_dsn, lines, SEED, as_of=CLOCK)
     say(f"shop database {shop_database}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     for d in generated.drops[:-1]:
-        say(summary(load_drop(settings, d)))
+        say(summary(load_drop(project, settings, d)))
     sources = settings.sources or {  # the demo configuration, as in retail_etl.toml
         "drops": FilesSource(kind="files", dir=generated.drops[-1]),
         "shop": PostgresSource(kind="postgres", dsn=shop_dsn)}
     say(f"one run over the sources {', '.join(sources)} (a full snapshot of the shop):")
-    say(summary(load(settings, sources, full=True)))
+    say(summary(load(project, settings, sources, full=True)))
     mutate_day(shop_dsn, 1, as_of=CLOCK)
     say("a business day later, the shop's changes only:")
     shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
-    say(summary(load(settings, shops)))
+    say(summary(load(project, settings, shops)))
     return queries.kpi_monthly_revenue(resolve_dsn(settings))

@@ -1,5 +1,7 @@
 """The vocabulary pipelines are declared in: source entities (the contract's input format)
-and warehouse pipelines by kind (`dim_scd2`, `fact_by_partition`). The engine does the rest."""
+and warehouse pipelines by kind (`dim_date`, `dim_scd2`, `fact_by_partition`), gathered in
+a `Project` that the runner receives. A declaration is the single source of its table: the
+kind renders the DDL from it (retail_etl/kinds/)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,22 @@ from typing import Literal
 import polars as pl
 
 Kind = Literal["id", "text", "email", "country", "date", "timestamp", "decimal", "int", "bool"]
+
+
+def sql_type(dtype: pl.DataType | None) -> str:
+    """The PostgreSQL type of a declared warehouse column (None: text)."""
+    if dtype is None or dtype == pl.String:
+        return "text"
+    if isinstance(dtype, pl.Decimal):
+        return f"numeric({dtype.precision}, {dtype.scale})"
+    if isinstance(dtype, pl.Datetime):
+        return "timestamptz"
+    names = {pl.Date: "date", pl.Boolean: "boolean", pl.Int16: "smallint", pl.Int32: "int",
+             pl.Int64: "bigint", pl.Float64: "double precision"}
+    for t, name in names.items():
+        if dtype == t:
+            return name
+    raise ValueError(f"no warehouse type for {dtype}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,18 @@ class DimensionSCD2:
     attributes: dict[str, pl.Expr]
     dtypes: dict[str, pl.DataType]
     valid_from: str = "updated_at"
+    # the member a fact's NULL (or unknown) id points to, with these attribute values
+    unknown_key: int = -1
+    unknown_attributes: dict[str, str] = field(default_factory=dict)
+    # the boolean attribute that says a key was deleted (soft-deleted, or gone from its
+    # database source: closed with a version that says so); None: keys are never deleted
+    deleted_flag: str | None = "is_deleted"
     kind: str = field(default="dim_scd2", init=False)
+
+    @property
+    def observed_table(self) -> str:
+        """Every distinct version the sources showed (see kinds/dim_scd2.py)."""
+        return f"etl.{self.name}_observed"
 
     @property
     def attribute_names(self) -> list[str]:
@@ -107,8 +136,69 @@ class FactByPartition:
     # the natural key's prefix naming a document (an order): a source that sends a document
     # whole lets its missing lines, or all of them if it was cancelled, leave the table
     document: tuple[str, ...] = ()
+    # the column holding dim_date's key (YYYYMMDD of event_ts, UTC): the partition column;
+    # partitions are by month (the only grain): `<table>_YYYYMM`
+    date_key: str = "date_key"
+    grain: Literal["month"] = "month"
+    indexes: tuple[tuple[str, ...], ...] = ()  # beside the natural key's and each reference's
     kind: str = field(default="fact_by_partition", init=False)
+
+    @property
+    def key_dtypes(self) -> dict[str, pl.DataType]:
+        """The natural key's warehouse types, from the entity's column kinds."""
+        kinds = {c.name: c.kind for c in self.entity.columns}
+        return {k: pl.Int32 if kinds.get(k) == "int" else pl.String for k in self.natural_key}
 
     def month(self) -> pl.Expr:
         """The partition month (YYYYMM, UTC) of each line, as `_m`."""
         return pl.col(self.event_ts).dt.strftime("%Y%m").cast(pl.Int32).alias("_m")
+
+
+@dataclass(frozen=True)
+class DimensionDate:
+    """kind dim_date: one row per calendar day (key YYYYMMDD), whole years, grown by the
+    runs as facts need them; fiscal attributes from settings.fiscal_year_start_month."""
+
+    name: str = "dim_date"
+    table: str = "dw.dim_date"
+    key: str = "date_key"
+    kind: str = field(default="dim_date", init=False)
+
+
+Pipeline = DimensionDate | DimensionSCD2 | FactByPartition
+
+
+@dataclass(frozen=True)
+class Project:
+    """The warehouse's pipelines in dependency order (a dimension before the facts that
+    reference it)."""
+
+    pipelines: tuple[Pipeline, ...]
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for p in self.pipelines:
+            needs = ([r.dimension.name for r in p.references] if p.kind == "fact_by_partition"
+                     else [])
+            if p.kind == "fact_by_partition" and self.dates is None:
+                raise ValueError(f"{p.name} needs a dim_date pipeline before it")
+            for n in needs:
+                if n not in seen:
+                    raise ValueError(f"{p.name} references {n}, which is not declared before it")
+            seen.add(p.name)
+
+    @property
+    def dates(self) -> DimensionDate | None:
+        return next((p for p in self.pipelines if p.kind == "dim_date"), None)
+
+    @property
+    def dimensions(self) -> tuple[DimensionSCD2, ...]:
+        return tuple(p for p in self.pipelines if p.kind == "dim_scd2")
+
+    @property
+    def facts(self) -> tuple[FactByPartition, ...]:
+        return tuple(p for p in self.pipelines if p.kind == "fact_by_partition")
+
+    @property
+    def entities(self) -> tuple[Entity, ...]:
+        return tuple(p.entity for p in (*self.dimensions, *self.facts))

@@ -99,3 +99,24 @@ def _private(path: Path) -> None:
         path.chmod(0o700)
     except PermissionError:  # a shared staging root owned by someone else: its runs are 0700
         pass
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a staged Parquet file, from its metadata."""
+    import polars as pl
+
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def group_up_to(sizes: list[tuple], max_rows: int) -> list[list]:
+    """[(item, rows)] in order -> consecutive groups of at most max_rows rows (an item
+    bigger than that is a group of its own)."""
+    groups: list[list] = []
+    total = 0
+    for item, n in sizes:
+        if not groups or total + n > max_rows:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += n
+    return groups

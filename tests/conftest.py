@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from retail_etl.config import SQL_DIR, Settings
+from pipelines import PROJECT
+from retail_etl.config import Settings
 from retail_etl.db.cluster import Cluster
-from retail_etl.db.connect import apply_schema, connect
+from retail_etl.db.connect import connect
+from retail_etl.schema import apply_schema
 
 TEMPLATE = "retail_template"
 
@@ -27,7 +29,7 @@ def cluster():
     c.up()
     c.create_database(TEMPLATE)
     conn = connect(c.dsn(TEMPLATE))
-    apply_schema(conn, SQL_DIR)
+    apply_schema(conn, PROJECT)
     conn.close()
     yield c
     c.down()

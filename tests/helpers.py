@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from typer.testing import CliRunner
 
+from pipelines import PROJECT
 from retail_etl.cli import app
 from retail_etl.config import Settings
 from retail_etl.db.connect import connect
@@ -44,7 +45,7 @@ def write_drop(directory: Path, **files: list[list] | str) -> Path:
 
 
 def load(settings: Settings, directory: Path):
-    return load_drop(settings, directory)
+    return load_drop(PROJECT, settings, directory)
 
 
 def query(dsn: str, sql: str) -> pl.DataFrame:

@@ -24,7 +24,7 @@ def _drops(tmp_path):
     return d1, d2
 
 
-@pytest.mark.parametrize("point", ["merge:dimensions", "merge:facts", "commit"])
+@pytest.mark.parametrize("point", ["merge:dim_store", "merge:fact_sales", "commit"])
 def test_failure_injected_during_the_merge_changes_nothing(settings, dsn, tmp_path, monkeypatch,
                                                            point):
     d1, d2 = _drops(tmp_path)
@@ -45,7 +45,7 @@ def test_killed_run_leaves_the_warehouse_as_it_was(settings, dsn, tmp_path):
     d1, d2 = _drops(tmp_path)
     load(settings, d1)
     before = checksum(dsn)
-    p = start_paused(settings, d2, tmp_path, "merge:facts")
+    p = start_paused(settings, d2, tmp_path, "merge:fact_sales")
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert checksum(dsn) == before

@@ -3,6 +3,7 @@ generated shop, so two demos give the same KPI table, and it names no month of t
 
 from __future__ import annotations
 
+from pipelines import PROJECT
 from retail_etl.config import Settings
 from retail_etl.demo import run_demo
 from tests.conftest import TEMPLATE
@@ -15,7 +16,7 @@ def test_two_demos_give_the_same_kpis_whatever_the_date(cluster, tmp_path):
         with fresh_database(cluster, TEMPLATE) as dw, fresh_database(cluster) as shop:
             settings = Settings(dsn=dw, data_dir=tmp_path / f"demo{i}")
             said: list[str] = []
-            tables.append(run_demo(settings, shop, "shop", 3000, 2, said.append,
+            tables.append(run_demo(PROJECT, settings, shop, "shop", 3000, 2, said.append,
                                    lambda run: f"run ok: {run.counts['sales'].read} sales read"))
             told.append(said)
     first, second = tables

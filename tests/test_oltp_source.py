@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
+from pipelines import PROJECT
 from retail_etl.config import FilesSource, PostgresSource, Settings
 from retail_etl.db.connect import connect
 from retail_etl.errors import DatabaseUnavailable, InputError
@@ -31,7 +32,7 @@ def shop(settings: Settings, source: str, **kw) -> Settings:
 
 
 def run(settings: Settings, full: bool = False):
-    return load(settings, settings.sources, full=full)
+    return load(PROJECT, settings, settings.sources, full=full)
 
 
 def execute(dsn: str, *statements: str) -> None:

@@ -99,14 +99,14 @@ def test_staging_is_private_while_the_run_lives_and_gone_after_success(settings,
 
 
 def test_a_failed_run_leaves_no_staging(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("RETAIL_ETL_FAIL_AT", "merge:facts")
+    monkeypatch.setenv("RETAIL_ETL_FAIL_AT", "merge:fact_sales")
     with pytest.raises(InjectedFailure):
         load(settings, _drop(tmp_path))
     assert _staged(settings) == []
 
 
 def test_sigterm_rolls_back_marks_the_run_and_removes_staging(settings, dsn, tmp_path):
-    p = start_paused(settings, _drop(tmp_path), tmp_path, "merge:facts")
+    p = start_paused(settings, _drop(tmp_path), tmp_path, "merge:fact_sales")
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err.decode()
@@ -119,7 +119,7 @@ def test_sigterm_rolls_back_marks_the_run_and_removes_staging(settings, dsn, tmp
 def test_clean_reports_and_removes_what_killed_and_kept_runs_left(settings, tmp_path):
     d = _drop(tmp_path)
     load(settings.model_copy(update={"keep_staging": True}), d)
-    p = start_paused(settings, d, tmp_path, "merge:facts")
+    p = start_paused(settings, d, tmp_path, "merge:fact_sales")
     p.kill()
     p.wait()
     assert len(_staged(settings)) == 2  # the kept run's and the killed run's

@@ -122,24 +122,35 @@ def _server(dsn: str) -> str:
     return f"{host}:{u.port or 5432}{u.path or ''}"
 
 
-def schema_files(sql_dir: Path) -> list[Path]:
-    return sorted((sql_dir / "schema").glob("*.sql")) + sorted((sql_dir / "views").glob("*.sql"))
+def schema_files(sql_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(schema/*.sql, views/*.sql), each in name order."""
+    return sorted((sql_dir / "schema").glob("*.sql")), sorted((sql_dir / "views").glob("*.sql"))
 
 
-def schema_digest(sql_dir: Path) -> str:
+def schema_digest(sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()) -> str:
     h = hashlib.sha256()
-    for f in schema_files(sql_dir):
+    schema, views = schema_files(sql_dir)
+    for f in schema + views:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for name, statements in rendered:
+        h.update(name.encode() + b"\0" + "\0".join(statements).encode() + b"\0")
     return h.hexdigest()
 
 
-def apply_schema(conn, sql_dir: Path) -> bool:
-    """Apply sql/schema/*.sql then sql/views/*.sql, in name order, idempotently, in one
-    transaction, unless the warehouse already has exactly these files (their digest is
-    kept in etl.schema_state): DDL takes locks that would queue behind a running load.
-    Returns whether anything was applied."""
-    digest = schema_digest(sql_dir)
+def apply_schema(conn, sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()) -> bool:
+    """Apply sql/schema/*.sql, then the pipelines' DDL (`rendered`: [(pipeline, statements)],
+    see retail_etl/kinds), then sql/views/*.sql, idempotently, in one transaction, unless
+    the warehouse already has exactly these (their digest is kept in etl.schema_state):
+    DDL takes locks that would queue behind a running load. Returns whether anything was
+    applied."""
+    from retail_etl.db import locks
+
+    digest = schema_digest(sql_dir, rendered)
     what = "read the schema state"
+    schema, views = schema_files(sql_dir)
+    steps = ([(f"apply {f.name}", split_sql(f.read_text())) for f in schema]
+             + [(f"create the tables of pipeline {n}", st) for n, st in rendered]
+             + [(f"apply {f.name}", split_sql(f.read_text())) for f in views])
     with conn.cursor() as cur:
         try:
             cur.execute("SELECT to_regclass('etl.schema_state') IS NOT NULL")
@@ -149,11 +160,11 @@ def apply_schema(conn, sql_dir: Path) -> bool:
                 if row and row[0] == digest:
                     conn.commit()
                     return False
-            cur.execute("SELECT pg_advisory_xact_lock(727000001)")
-            for f in schema_files(sql_dir):
-                what = f"apply {f.name}"
-                for stmt in split_sql(f.read_text()):
+            locks.hold_schema(cur)
+            for what, statements in steps:  # noqa: B007 (`what` names the failing step)
+                for stmt in statements:
                     cur.execute(stmt)
+            what = "record the schema state"
             cur.execute("DELETE FROM etl.schema_state")
             cur.execute("INSERT INTO etl.schema_state (digest) VALUES ($1)", parameters=(digest,))
             conn.commit()

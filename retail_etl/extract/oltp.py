@@ -40,6 +40,7 @@ from retail_etl.config import PostgresSource
 from retail_etl.db.connect import connect, redact
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
 from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
+from retail_etl.load.copy import copy_temp
 from retail_etl.spec import Entity
 
 
@@ -501,3 +502,37 @@ def _stage(frames: Iterator[pl.DataFrame], entity: Entity, stage_dir: Path, file
         line += df.height
         keys.append(df[entity.columns[0].name])
     return ex, pl.concat(keys)
+
+
+def remember(cur, run, pulls: list[OltpExtract], gone: dict[tuple[str, str], pl.Series]) -> None:
+    """The keys each database source delivered (less those it closed, `gone` per (source,
+    entity)), and its new watermarks: committed with the data they describe, so a failed
+    run reads the same rows again."""
+    for pull in pulls:
+        for entity, keys in pull.delivered.items():
+            copy_temp(cur.connection, "stg_delivered", keys.unique().to_frame("key"))
+            cur.execute("""
+                INSERT INTO etl.source_keys (source, entity, key)
+                SELECT $1, $2, key FROM stg_delivered WHERE key IS NOT NULL
+                ON CONFLICT DO NOTHING
+            """, parameters=(pull.source, entity))
+            if cur.rowcount > 1000 and "etl.source_keys" not in run.analyze:
+                run.analyze.append("etl.source_keys")  # the next run's anti join plans on it
+            closed = gone.get((pull.source, entity))
+            if closed is not None and closed.len():
+                copy_temp(cur.connection, "stg_closed", closed.to_frame("key"))
+                cur.execute("""
+                    DELETE FROM etl.source_keys k USING stg_closed c
+                    WHERE k.source = $1 AND k.entity = $2 AND k.key = c.key
+                """, parameters=(pull.source, entity))
+        for m in pull.marks:
+            cur.execute("""
+                INSERT INTO etl.watermarks (source, entity, watermark, tiebreak, run_id, updated_at)
+                VALUES ($1, $2, $3, $4, $5, now())
+                ON CONFLICT (source, entity) DO UPDATE SET watermark = excluded.watermark,
+                    tiebreak = excluded.tiebreak, run_id = excluded.run_id,
+                    updated_at = excluded.updated_at
+                WHERE (etl.watermarks.watermark, etl.watermarks.tiebreak)
+                      IS DISTINCT FROM (excluded.watermark, excluded.tiebreak)
+            """, parameters=(pull.source, m.table, m.ts, json.dumps(m.key, default=str),
+                             run.run_id))

@@ -108,15 +108,17 @@ def _hashes(cur, fact: FactByPartition, source: str) -> pl.DataFrame:
 
 
 def _lines_with(cur, fact: FactByPartition, source: str, hashes: pl.Series) -> pl.DataFrame:
-    """[order id, line, date_key] of the source's stored lines with these key hashes."""
+    """[order id, line, date_key (the fact's date key)] of the source's stored lines with
+    these key hashes."""
     order_id, line = fact.natural_key
     copy_temp(cur.connection, "stg_lost_hashes", hashes.unique().to_frame("h"))
     cur.execute(f"""
-        SELECT f.{order_id}, f.{line}, f.date_key FROM {fact.table} f
+        SELECT f.{order_id}, f.{line}, f.{fact.date_key} AS date_key FROM {fact.table} f
         JOIN stg_lost_hashes l ON l.h = {oltp.line_hash(f'f.{order_id}', f'f.{line}')}
         WHERE f.source = $1
     """, parameters=(source,))
-    return pl.from_arrow(cur.fetch_arrow_table()).with_columns(pl.col(line).cast(pl.Int32))
+    return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
+        pl.col(c).cast(t) for c, t in fact.key_dtypes.items())
 
 
 def _delete(cur, fact: FactByPartition, source: str, gone: pl.DataFrame) -> Gone:

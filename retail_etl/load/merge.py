@@ -52,7 +52,7 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
     K, B = dim.surrogate_key, dim.business_key
     recent = ""
     if since is not None and since.year > 1:
-        recent = (f"AND f.date_key >= {since.strftime('%Y%m%d')} "
+        recent = (f"AND f.{fact.date_key} >= {since.strftime('%Y%m%d')} "
                   f"AND f.{fact.event_ts} >= '{since.isoformat()}'::timestamptz")
     cur.execute(f"""
         UPDATE {fact.table} f SET {column} = h.{K}, run_id = {run_id}
@@ -140,7 +140,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     Every written line is COPYed once, straight into its partition: months without a
     partition go to `builds` (partitions.Builders or LocalBuilds), which build them aside;
     `ending`: the months whose last lines these are. `stage(name, rows)` times the steps."""
-    stg = f"stg_{fact.name}"
+    stg, D = f"stg_{fact.name}", fact.date_key
     with stage("compare", rows.height):
         write, replaced, cmp = _compare(fact, rows, stored)
     nk = list(fact.natural_key)
@@ -157,12 +157,12 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
         for r in fact.references}
     write = write.select(rows.columns).with_columns(run_id=pl.lit(run_id, pl.Int64))
     # the partitions the run changes: where lines are written or replaced lines left
-    months = sorted(set(partitions.months(write["date_key"]))
+    months = sorted(set(partitions.months(write[D]))
                     | set(partitions.months(replaced["old_date_key"])))
     sizes = partitions.existing_partitions(cur, fact.table)
     # statistics: new partitions, and old ones where the run changes over 5% of the rows
     # (below that the planner's picture still holds; autovacuum catches up on drift)
-    changed = (pl.concat([write.select(m=pl.col("date_key") // 100),
+    changed = (pl.concat([write.select(m=pl.col(D) // 100),
                           replaced.select(m=pl.col("old_date_key") // 100)])
                .group_by("m").len())
     stale_stats = [f"{fact.table}_{m}" for m, n in changed.iter_rows()
@@ -171,7 +171,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     if builds.analyses:  # the new months are analysed where they are built
         stale_stats = [t for t in stale_stats if t in sizes]
     with stage("copy", write.height):
-        parts = write.with_columns(_m=pl.col("date_key") // 100).partition_by(
+        parts = write.with_columns(_m=pl.col(D) // 100).partition_by(
             "_m", as_dict=True)
         for (m,), part in sorted(parts.items()):
             part = part.drop("_m").to_arrow()
@@ -198,7 +198,7 @@ def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
     same = known & pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in content])
     cmp = cmp.with_columns(_stale=stale, _same=same & ~stale)
     write = cmp.filter(~pl.col("_stale") & ~pl.col("_same"))
-    replaced = write.filter(known).select(*nk, pl.col("date_key_old").alias("old_date_key"))
+    replaced = write.filter(known).select(*nk, pl.col(f"{fact.date_key}_old").alias("old_date_key"))
     return write, replaced, cmp
 
 
@@ -210,7 +210,7 @@ def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
     and that are not newer than the document leave the table. Returns the lines deleted by
     reason (order_cancelled, line_deleted).
 
-    where: [*fact.document, date_key], the days the documents' lines can be on (the order's
+    where: [*fact.document, fact.date_key], the days the documents' lines can be on (the order's
     day, and where its stored lines were found): only those partitions are probed, not
     every month. None (a snapshot) searches every partition."""
     stg = f"stg_{fact.name}"
@@ -239,13 +239,14 @@ def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
         copy_temp(cur.connection, f"{stg}_documents", docs)
         delete(fact.table)
         return deleted
-    docs = docs.join(where.unique(), on=D).with_columns(pl.col("date_key").cast(pl.Int32))
+    docs = docs.join(where.unique(), on=D).with_columns(pl.col(fact.date_key).cast(pl.Int32))
     copy_temp(cur.connection, f"{stg}_documents", docs)
     existing = partitions.existing_partitions(cur, fact.table)
-    for m in partitions.months(docs["date_key"]):
+    for m in partitions.months(docs[fact.date_key]):
         if f"{fact.table}_{m}" in existing:
             lo, hi = partitions.bounds(m)
-            delete(f"{fact.table}_{m}", f"AND d.date_key >= {lo} AND d.date_key < {hi}")
+            delete(f"{fact.table}_{m}",
+                   f"AND d.{fact.date_key} >= {lo} AND d.{fact.date_key} < {hi}")
     return deleted
 
 
@@ -261,7 +262,7 @@ def drop_orphan_inferred(cur, dim: DimensionSCD2, uses: list[tuple[str, str]],
     unused = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} f WHERE f.{c} = d.{K})" for t, c in uses)
     cur.execute(f"""
         DELETE FROM {dim.table} d USING stg_orphans o
-        WHERE d.{K} = o.{K} AND d.is_inferred AND d.{K} > 0 AND {unused}
+        WHERE d.{K} = o.{K} AND d.is_inferred AND d.{K} <> {int(dim.unknown_key)} AND {unused}
         RETURNING d.{K}::bigint AS {K}
     """)
     return pl.from_arrow(cur.fetch_arrow_table())[K]

@@ -1,4 +1,4 @@
-"""Month partitions of a fact table, created as data needs them, and the date dimension."""
+"""Month partitions of a fact table (by a YYYYMMDD date key), created as data needs them."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def index_definitions(cur, table: str) -> list[tuple[str, str]]:
 
 
 def index_and_check(cur, table: str, name: str, yyyymm: int,
-                    indexes: list[tuple[str, str]]) -> None:
+                    indexes: list[tuple[str, str]], column: str) -> None:
     """The parent's indexes and the month's range as a CHECK on a filled table `name`, so
     that attaching it adopts the indexes and skips the validation scan."""
     lo, hi = bounds(yyyymm)
@@ -61,7 +61,7 @@ def index_and_check(cur, table: str, name: str, yyyymm: int,
         cur.execute(definition.replace(f" ON ONLY {table} ", f" ON {name} ")
                     .replace(f"INDEX {short} ", f"INDEX {short}_{yyyymm} ", 1))
     cur.execute(f"ALTER TABLE {name} ADD CONSTRAINT {name.split('.')[-1]}_range "
-                f"CHECK (date_key >= {lo} AND date_key < {hi})")
+                f"CHECK ({column} >= {lo} AND {column} < {hi})")
 
 
 def attach(cur, table: str, name: str, yyyymm: int) -> None:
@@ -87,8 +87,9 @@ class LocalBuilds:
 
     analyses = False
 
-    def __init__(self, cur, table: str):
+    def __init__(self, cur, table: str, column: str):
         self.cur, self.table, self.open, self.built = cur, table, set(), []
+        self.column = column  # the partition column (a date key)
         self.indexes = index_definitions(cur, table)
         self.timings: list[dict] = []  # (builds in parallel sessions record theirs)
 
@@ -102,7 +103,7 @@ class LocalBuilds:
     def finish(self, yyyymm: int) -> None:
         if yyyymm in self.open:
             name = f"{self.table}_{yyyymm}"
-            index_and_check(self.cur, self.table, name, yyyymm, self.indexes)
+            index_and_check(self.cur, self.table, name, yyyymm, self.indexes, self.column)
             attach(self.cur, self.table, name, yyyymm)
             self.open.discard(yyyymm)
             self.built.append(yyyymm)
@@ -134,9 +135,10 @@ class Builders:
 
     analyses = True
 
-    def __init__(self, connect, table: str, indexes: list[tuple[str, str]], streams: int,
-                 max_rows: int):
+    def __init__(self, connect, table: str, column: str, indexes: list[tuple[str, str]],
+                 streams: int, max_rows: int):
         self.table, self.indexes, self.max_rows = table, indexes, max_rows
+        self.column = column  # the partition column (a date key)
         self._connect, self._local, self._conns = connect, threading.local(), []
         self._lock = threading.Condition()
         self._queued = 0  # rows handed over and not yet COPYed: the memory bound
@@ -208,7 +210,7 @@ class Builders:
                             self._lock.notify_all()
                     rows += part.num_rows
                 t1 = time.perf_counter()
-                index_and_check(cur, self.table, name, yyyymm, self.indexes)
+                index_and_check(cur, self.table, name, yyyymm, self.indexes, self.column)
                 t2 = time.perf_counter()
                 cur.execute(f"ANALYZE {name}")  # stats ready before the run commits
             conn.commit()
@@ -248,24 +250,3 @@ class Builders:
             except adbc_driver_manager.Error:
                 pass
 
-
-def ensure_dates(cur, first_year: int, last_year: int, fiscal_start: int, run_id: int) -> None:
-    """Whole calendar years of dw.dim_date. The fiscal year starts in month `fiscal_start`
-    and is named after the calendar year it ends in."""
-    fy = f"(extract(year FROM d)::int + CASE WHEN {fiscal_start} > 1 AND extract(month FROM d) >= {fiscal_start} THEN 1 ELSE 0 END)"
-    fq = f"((extract(month FROM d)::int - {fiscal_start} + 12) % 12 / 3 + 1)"
-    cur.execute(f"""
-        INSERT INTO dw.dim_date AS t (date_key, date, day_of_week, day_name, month, month_name,
-            quarter, year, iso_week, is_weekend, fiscal_year, fiscal_quarter, run_id)
-        SELECT to_char(d, 'YYYYMMDD')::int, d::date, extract(isodow FROM d), trim(to_char(d, 'Day')),
-               extract(month FROM d), trim(to_char(d, 'Month')), extract(quarter FROM d),
-               extract(year FROM d), extract(week FROM d), extract(isodow FROM d) >= 6,
-               {fy}, {fq}, {run_id}
-        FROM generate_series(make_date({first_year}, 1, 1), make_date({last_year}, 12, 31),
-                             interval '1 day') AS d
-        ON CONFLICT (date_key) DO UPDATE
-            SET fiscal_year = excluded.fiscal_year, fiscal_quarter = excluded.fiscal_quarter,
-                run_id = excluded.run_id
-            WHERE (t.fiscal_year, t.fiscal_quarter)
-                  IS DISTINCT FROM (excluded.fiscal_year, excluded.fiscal_quarter)
-    """)

@@ -1,14 +1,5 @@
 -- Incremental sources (issue 3): deletions and the keys each source has shown.
 
--- A deleted key (soft-deleted by its source, or gone from it) gets a version that says so:
--- its ranges stay gapless, one version stays current, and its sales keep their versions.
-ALTER TABLE dw.dim_product ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-ALTER TABLE dw.dim_customer ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-ALTER TABLE dw.dim_store ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-ALTER TABLE etl.dim_product_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-ALTER TABLE etl.dim_customer_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-ALTER TABLE etl.dim_store_observed ADD COLUMN IF NOT EXISTS is_deleted boolean NOT NULL DEFAULT false;
-
 -- Rows a run removed: fact lines of cancelled orders and deleted lines, dimension keys a
 -- source no longer has. Not part of the conservation check (they are not rows read).
 ALTER TABLE etl.run_entities ADD COLUMN IF NOT EXISTS rows_deleted bigint NOT NULL DEFAULT 0;
@@ -24,10 +15,6 @@ CREATE TABLE IF NOT EXISTS etl.source_keys (
 
 ALTER TABLE etl.watermarks ADD COLUMN IF NOT EXISTS updated_at timestamptz;
 
--- Issue 22: the source that delivered each fact line (the name in the configuration, or
--- `files` for --source-dir): a database source's deletions touch only its own lines. NULL:
--- a line loaded before this column existed (a --full run of its source adopts it).
-ALTER TABLE dw.fact_sales ADD COLUMN IF NOT EXISTS source text;
 -- Rows a run removed, by reason (order_deleted, line_deleted, order_cancelled, key_gone).
 ALTER TABLE etl.run_entities ADD COLUMN IF NOT EXISTS deleted_by jsonb NOT NULL DEFAULT '{}';
 -- How many runs of a source went by since its last scan for lines it no longer has, and

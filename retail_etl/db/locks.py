@@ -1,0 +1,34 @@
+"""The advisory locks, in one place (transaction-scoped: released by commit or rollback,
+and by the server when a session dies)."""
+
+from __future__ import annotations
+
+import adbc_driver_manager
+
+from retail_etl import console
+from retail_etl.errors import LockTimeout
+
+SCHEMA = 727000001  # applying the DDL: one session at a time
+WAREHOUSE = 727000002  # a load or an erasure: one at a time
+
+
+def hold_schema(cur) -> None:
+    cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(SCHEMA,))
+
+
+def hold_warehouse(cur, wait_seconds: float) -> None:
+    """The warehouse lock for this transaction, waiting at most wait_seconds for it."""
+    cur.execute("SELECT pg_try_advisory_xact_lock($1)", parameters=(WAREHOUSE,))
+    if cur.fetchone()[0]:
+        return
+    console.info(f"another run holds the warehouse lock; waiting up to {wait_seconds:g}s")
+    try:
+        # (SET takes no parameters: the value is a number we format ourselves)
+        cur.execute(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'")
+        cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(WAREHOUSE,))
+        cur.execute("SET LOCAL lock_timeout = 0")
+    except adbc_driver_manager.Error:
+        raise LockTimeout(
+            f"another run still holds the warehouse lock after {wait_seconds:g}s",
+            hint="wait for it to finish (`retail-etl runs`) or raise RETAIL_ETL_LOCK_WAIT_SECONDS",
+        ) from None
