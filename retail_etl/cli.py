@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -50,6 +51,9 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    # warnings from the engine (a cleanup that failed, say) go to stderr; --debug shows more
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 def terminal_help(doc: str | None) -> str | None:
@@ -78,7 +82,8 @@ def handled(fn: Callable) -> Callable:
             if _state["debug"]:
                 traceback.print_exc()
             console.error(e.message, e.hint)
-            raise typer.Exit(e.exit_code) from None
+            # 75 (EX_TEMPFAIL): the same command may succeed later; a scheduler can retry
+            raise typer.Exit(75 if e.transient and e.exit_code == 1 else e.exit_code) from None
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
             term = isinstance(e, Terminated)
             console.error(f"{'terminated' if term else 'interrupted'}; the run was rolled back")
@@ -86,7 +91,9 @@ def handled(fn: Callable) -> Callable:
         except Exception as e:  # a bug, not the user's mistake: still one line by default
             if _state["debug"]:
                 traceback.print_exc()
-            console.error(f"internal error: {type(e).__name__}: {e}".splitlines()[0],
+            where = getattr(e, "run_stage", None)  # set by the run (flow._named)
+            console.error(f"{where + ': ' if where else ''}internal error: "
+                          f"{type(e).__name__}: {e}".splitlines()[0],
                           "run again with --debug for the traceback")
             raise typer.Exit(1) from None
 

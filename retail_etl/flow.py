@@ -5,6 +5,7 @@ receives the project and knows no pipeline: what a kind does lives in retail_etl
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -41,6 +42,8 @@ from retail_etl.schema import apply_schema
 from retail_etl.spec import Project
 from retail_etl.staging import group_up_to, parquet_rows
 from retail_etl.transform import quality
+
+log = logging.getLogger("retail_etl")
 
 VALIDATE_ROWS = 250_000  # rows validated at once: bounds the memory of the file stages
 
@@ -131,13 +134,34 @@ def _transaction(conn, ledger, run: Run, project: Project, settings: Settings,
         _rollback(conn)
         if run.built_aside:  # (only a run that holds the warehouse lock builds)
             _drop_builds(ledger)
+        err = _named(e, run)
         try:
-            record_failure(ledger, run, _message(e))
-        except adbc_driver_manager.Error:  # the ledger is lost too: the next run marks it killed
-            pass
-        if isinstance(e, adbc_driver_manager.Error):
-            raise db_error(e, f"run {run.run_id} failed", dsn=run.dsn) from None
-        raise
+            record_failure(ledger, run, _message(err))
+        except adbc_driver_manager.Error as lost:  # the next run marks it killed
+            log.info("run %s: could not record the failure in the ledger: %s", run.run_id, lost)
+        if err is e:
+            raise
+        raise err from None
+
+
+def _named(e: BaseException, run: Run) -> BaseException:
+    """A failure of the run, named `run N, stage S: ...`: a database error becomes one
+    EtlError line (lost connection or not: db/faults.py decides), a bug keeps its type
+    (and traceback under --debug) with the name as a note. The user's own mistakes (a bad
+    file, a bad setting) already name what to fix and stay as they are."""
+    where = f"run {run.run_id}" + (f", stage {run.failed_stage}" if run.failed_stage else "")
+    if isinstance(e, (KeyboardInterrupt, InputError, ConfigError, UsageError)):
+        return e
+    if isinstance(e, adbc_driver_manager.Error):
+        err = db_error(e, where, dsn=run.dsn)
+    elif isinstance(e, EtlError):
+        e.message, err = f"{where}: {e.message}", e
+    else:
+        e.add_note(where)
+        e.run_stage = where
+        return e
+    err.step = run.failed_stage
+    return err
 
 
 @contextmanager
@@ -270,15 +294,15 @@ def _drop_builds(ledger) -> None:
     try:
         with ledger.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {partitions.BUILD_SCHEMA} CASCADE")
-    except Exception:  # the next run that builds drops them too
-        pass
+    except Exception as e:  # the next run that builds drops them too
+        log.info("could not drop the failed run's builds (the next run will): %s", e)
 
 
 def _rollback(conn) -> None:
     try:
         conn.rollback()
-    except Exception:  # the connection may be gone; the server rolls back on its own
-        pass
+    except Exception as e:  # the connection may be gone; the server rolls back on its own
+        log.info("rollback failed (the server rolls back a lost session): %s", e)
 
 
 def _analyze(ledger, dsn: str, run: Run, project: Project, streams: int = 2) -> None:
@@ -312,4 +336,6 @@ def _message(e: BaseException) -> str:
         return "terminated (SIGTERM)"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted (SIGINT)"
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where = getattr(e, "run_stage", None)
+    return f"{where + ': ' if where else ''}{type(e).__name__}: {first}"

@@ -6,6 +6,7 @@ every stage."""
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import time
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ import polars as pl
 
 from retail_etl import console
 from retail_etl.staging import Staging
+
+log = logging.getLogger("retail_etl")
 
 
 def peak_rss_mb() -> float:
@@ -69,6 +72,7 @@ class Run:
     built_aside: bool = False  # months were built in etl_build (dropped if the run fails)
     scratch: Staging | None = None  # the private staging directory (removed at the end)
     ended: float | None = None  # seconds from started_at to ended_at, as the ledger holds them
+    failed_stage: str | None = None  # the innermost stage an exception left, for its message
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
@@ -76,8 +80,12 @@ class Run:
         partition, say) adds to its first entry."""
         box: dict = {"rows": rows}
         t0 = time.perf_counter()
-        with console.status(f"run {self.run_id}: {name}"):
-            yield box
+        try:
+            with console.status(f"run {self.run_id}: {name}"):
+                yield box
+        except BaseException:
+            self.failed_stage = self.failed_stage or name
+            raise
         seconds = time.perf_counter() - t0
         same = next((s for s in self.stages if s.name == name), None)
         if same is None:
@@ -169,8 +177,9 @@ def record_failure(ledger, run: Run, message: str) -> None:
             "WHERE run_id = $2", parameters=(message, run.run_id))
         try:
             record_stages(cur, run)
-        except Exception:  # the ledger of a failed run is best effort
-            pass
+        except Exception as e:  # the ledger of a failed run is best effort
+            log.warning("run %s: could not record the stages of the failed run: %s",
+                        run.run_id, e)
 
 
 def mark_killed(cur, current_run: int) -> None:

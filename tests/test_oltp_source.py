@@ -384,8 +384,8 @@ def test_configured_sources_from_the_command_line(tmp_path, dsn, oltp_dsn, monke
     monkeypatch.setenv("RETAIL_ETL_SOURCES__SHOP__DSN", "postgresql://u:hunter2@127.0.0.1:1/x")
     refused = cli("load", "--source", "shop", **env)
     assert "hunter2" not in refused.output
-    assert _one_error_line(refused).startswith("Error: source shop: cannot connect to "
-                                               "postgresql://u:***@127.0.0.1:1/x")
+    assert _one_error_line(refused, 75).startswith(
+        "Error: run 3, stage extract: source shop: cannot connect to postgresql://u:***@127.0.0.1:1/x")
 
 
 def test_a_source_that_refuses_a_statement_is_named(settings, small_shop, cluster):
@@ -395,7 +395,7 @@ def test_a_source_that_refuses_a_statement_is_named(settings, small_shop, cluste
         with pytest.raises(Exception) as e:
             run(shop(settings, reader))
         assert type(e.value).__name__ == "DatabaseError"
-        assert e.value.message.startswith("source shop: ")
+        assert e.value.message.startswith("run 1, stage extract: source shop: ")
         assert "permission denied" in e.value.message
     finally:
         cluster._psql("DROP OWNED BY reader CASCADE", database=small_shop.rsplit("/", 1)[1])

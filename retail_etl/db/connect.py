@@ -17,6 +17,7 @@ from tenacity import (
 )
 
 from retail_etl.config import Settings
+from retail_etl.db import faults
 from retail_etl.db.cluster import Cluster
 from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable, EtlError
 
@@ -41,12 +42,6 @@ def resolve_dsn(settings: Settings) -> str:
     return Cluster(settings.pg_dir).dsn()
 
 
-def _transient(e: Exception) -> bool:
-    msg = str(e)
-    return any(s in msg for s in ("Connection refused", "the database system is starting up",
-                                  "timeout expired", "too many clients"))
-
-
 class _Refused(Exception):
     pass
 
@@ -61,7 +56,7 @@ def _connect_with_retry(dsn: str, autocommit: bool):
     try:
         return adbc.connect(dsn, autocommit=autocommit)
     except adbc_driver_manager.Error as e:
-        if _transient(e):
+        if faults.transient(e):
             raise _Refused(str(e)) from None
         raise
 
@@ -92,25 +87,19 @@ def _first_line(msg: str) -> str:
     return redact(msg.splitlines()[0] if msg else "unknown error")
 
 
-# libpq's words for a session the server ended or a network that went away (SQLSTATE 08*,
-# 57P01-57P03 reach ADBC as message text only).
-_LOST = re.compile(r"server closed the connection|terminating connection|no connection to "
-                   r"the server|connection to server .* (lost|failed)|could not receive data|"
-                   r"could not send data|SSL SYSCALL|broken pipe|the database system is "
-                   r"(shutting down|in recovery mode)|connection reset", re.I)
-
-
 def db_error(e: Exception, what: str, *, dsn: str | None = None) -> EtlError:
     """A database failure as a one-line DatabaseError; a lost server is DatabaseUnavailable
     (retrying later may succeed) and names the server."""
     detail = _first_line(str(e))
-    if _LOST.search(str(e)):
+    if faults.lost(e):
         where = f" {_server(dsn)}" if dsn else ""
         return DatabaseUnavailable(
             f"{what}: lost the connection to the warehouse{where} ({detail}); "
             "nothing was committed",
             hint="is the server running? run the load again once it is back (a rerun is safe)")
-    return DatabaseError(f"{what}: {detail}")
+    err = DatabaseError(f"{what}: {detail}")
+    err.transient = faults.transient(e)  # a deadlock or serialization failure, say
+    return err
 
 
 def _server(dsn: str) -> str:

@@ -37,6 +37,7 @@ from tenacity import (
 
 from retail_etl import console
 from retail_etl.config import PostgresSource
+from retail_etl.db import faults
 from retail_etl.db.connect import connect, redact
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
 from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
@@ -161,13 +162,7 @@ class Reader:
             raise _source_error(self, e) from None
 
 
-def _transient(e: BaseException) -> bool:
-    msg = str(e)
-    return any(s in msg for s in ("Connection refused", "connection refused", "starting up",
-                                  "timed out", "too many clients", "error connecting"))
-
-
-@retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(4),
+@retry(retry=retry_if_exception(faults.transient), stop=stop_after_attempt(4),
        wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
 def _read_sql(dsn: str, sql: str, partition_on: str | None,
               bounds: tuple[int, int] | None, parts: int, batch: int):
@@ -184,7 +179,7 @@ def _source_error(r: Reader, e: BaseException):
     text = str(e).replace("[libpq] ", "")
     detail = redact(next((ln for ln in text.splitlines() if ln.strip()), type(e).__name__))
     detail = detail if len(detail) < 200 else detail[:200] + "..."
-    if _transient(e):
+    if faults.transient(e):
         return DatabaseUnavailable(f"source {r.name}: cannot connect to {redact(r.dsn)}: {detail}",
                                    hint="is the source database running and reachable?")
     return DatabaseError(f"source {r.name}: {detail}")
