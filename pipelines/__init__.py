@@ -6,8 +6,9 @@ from pipelines.dim_customer import DIM_CUSTOMER
 from pipelines.dim_product import DIM_PRODUCT
 from pipelines.dim_store import DIM_STORE
 from pipelines.fact_sales import FACT_SALES
+from pipelines.shop import SHOP
 from retail_etl.spec import DimensionDate, Project
 
 DIM_DATE = DimensionDate()
-PROJECT = Project((DIM_DATE, DIM_PRODUCT, DIM_CUSTOMER, DIM_STORE, FACT_SALES))
+PROJECT = Project((DIM_DATE, DIM_PRODUCT, DIM_CUSTOMER, DIM_STORE, FACT_SALES), oltp=SHOP)
 DIMENSIONS, FACTS, ENTITIES = PROJECT.dimensions, PROJECT.facts, PROJECT.entities

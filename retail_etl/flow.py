@@ -123,7 +123,8 @@ def _transaction(conn, ledger, run: Run, project: Project, settings: Settings,
     try:
         with run.profile.cursor(conn.cursor()) as cur:
             locks.hold_warehouse(cur, settings.lock_wait_seconds)
-            cur.execute(f"SET LOCAL random_page_cost = {float(settings.random_page_cost):g}")
+            cur.execute("SELECT set_config('random_page_cost', $1, true)",  # SET LOCAL, bound
+                        parameters=(f"{float(settings.random_page_cost):g}",))
             mark_killed(cur, run.run_id)
             handoff = prepare(run, cur, project, settings, sources, full)
             write(cur, run, project, handoff, settings)
@@ -200,7 +201,10 @@ def extract_all(run: Run, cur, project: Project, settings: Settings, sources: di
             got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
                           encoding=cfg.encoding)
         else:
-            reader = oltp.Reader(name, cfg, source_dsn(settings, name, cfg))
+            if project.oltp is None:
+                raise ConfigError(f"sources.{name}: this project maps no database tables "
+                                  "to its entities (Project.oltp)")
+            reader = oltp.Reader(name, cfg, source_dsn(settings, name, cfg), project.oltp)
             pull = oltp.extract_oltp(reader, {e.name: e for e in entities},
                                      oltp.read_marks(cur, name), stage, file_no, full=full)
             pulls.append(pull)

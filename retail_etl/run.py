@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from retail_etl import console
+from retail_etl.load.copy import ingest
 from retail_etl.staging import Staging
 
 log = logging.getLogger("retail_etl")
@@ -167,7 +168,7 @@ def record_stages(cur, run: Run) -> None:
         "peak_rss_mb": [s.peak_rss_mb for s in run.stages],
     }, schema_overrides={"rows": pl.Int64, "seq": pl.Int32})
     cur.execute("DELETE FROM etl.run_stages WHERE run_id = $1", parameters=(run.run_id,))
-    cur.adbc_ingest("run_stages", df.to_arrow(), mode="append", db_schema_name="etl")
+    ingest(cur, df, "run_stages", schema="etl")
 
 
 def record_failure(ledger, run: Run, message: str) -> None:

@@ -174,6 +174,9 @@ class Project:
     reference it)."""
 
     pipelines: tuple[Pipeline, ...]
+    # how a PostgreSQL source's tables make the entities (extract.oltp.Mapping); None: the
+    # project takes file drops only
+    oltp: object | None = None
 
     def __post_init__(self):
         seen: set[str] = set()

@@ -290,6 +290,36 @@ def test_renamed_tables_and_columns_are_configurable(settings, small_shop):
                 )[0][0] == rows(small_shop, "SELECT count(*) FROM catalogue")[0][0]
 
 
+def test_source_names_that_need_quoting_are_read_as_written(settings, small_shop):
+    """Issue 11: identifiers from the configuration are quoted, values are bound or
+    rendered as literals: a schema and table with spaces and capitals, a column with a
+    double quote in its name, a cancelled status with an apostrophe."""
+    execute(small_shop, 'CREATE SCHEMA "Shop Data"',
+            'ALTER TABLE order_items SET SCHEMA "Shop Data"',
+            'ALTER TABLE "Shop Data".order_items RENAME TO "Order Items"',
+            'ALTER TABLE "Shop Data"."Order Items" RENAME COLUMN product_id TO "Product ""ID"""',
+            'ALTER TABLE "Shop Data"."Order Items" RENAME COLUMN line_number TO "Line No."',
+            "ALTER TABLE orders DROP CONSTRAINT orders_status_check",
+            "UPDATE orders SET status = 'void''ed' WHERE order_id IN "
+            "(SELECT order_id FROM orders ORDER BY order_id LIMIT 3)")
+    s = shop(settings, small_shop, tables={"order_items": "Shop Data.Order Items"},
+             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No."}},
+             cancelled_statuses=["cancelled", "void'ed"])
+    run(s)
+    (want,), = rows(small_shop, """
+        SELECT count(*) FROM "Shop Data"."Order Items" i JOIN orders o USING (order_id)
+        WHERE o.status NOT IN ('cancelled', 'void''ed')""")
+    assert rows(settings.dsn, "SELECT count(*) FROM dw.fact_sales")[0][0] == want
+    assert rows(settings.dsn, """SELECT count(*) FROM dw.fact_sales f JOIN dw.dim_product p
+        USING (product_key) WHERE NOT p.is_inferred""")[0][0] == want  # products joined
+    execute(small_shop, 'DELETE FROM "Shop Data"."Order Items" WHERE "Line No." = 1 AND '
+            "order_id = (SELECT min(order_id) FROM orders WHERE status NOT IN ('cancelled', 'void''ed'))")
+    run(shop(settings, small_shop, tables={"order_items": "Shop Data.Order Items"},
+             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No."}},
+             cancelled_statuses=["cancelled", "void'ed"]))  # the scan finds the gone line
+    assert rows(settings.dsn, "SELECT count(*) FROM dw.fact_sales")[0][0] == want - 1
+
+
 # ---- the property: daily loads end where one full load does -------------------------------
 
 

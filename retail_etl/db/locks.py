@@ -6,6 +6,8 @@ from __future__ import annotations
 import adbc_driver_manager
 
 from retail_etl import console
+from retail_etl.db import faults
+from retail_etl.db.connect import db_error
 from retail_etl.errors import LockTimeout
 
 SCHEMA = 727000001  # applying the DDL: one session at a time
@@ -23,11 +25,13 @@ def hold_warehouse(cur, wait_seconds: float) -> None:
         return
     console.info(f"another run holds the warehouse lock; waiting up to {wait_seconds:g}s")
     try:
-        # (SET takes no parameters: the value is a number we format ourselves)
-        cur.execute(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'")
+        cur.execute("SELECT set_config('lock_timeout', $1, true)",  # SET LOCAL, bound
+                    parameters=(f"{int(wait_seconds * 1000)}ms",))
         cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(WAREHOUSE,))
         cur.execute("SET LOCAL lock_timeout = 0")
-    except adbc_driver_manager.Error:
+    except adbc_driver_manager.Error as e:
+        if faults.sqlstate(e) != "55P03":  # lock_not_available: the wait ran out
+            raise db_error(e, "waiting for the warehouse lock") from None
         raise LockTimeout(
             f"another run still holds the warehouse lock after {wait_seconds:g}s",
             hint="wait for it to finish (`retail-etl runs`) or raise RETAIL_ETL_LOCK_WAIT_SECONDS",

@@ -1,5 +1,6 @@
-"""Extract an operational PostgreSQL database into Parquet staging as the contract's entities
-(products, customers, stores, sales), incrementally.
+"""Extract an operational PostgreSQL database into Parquet staging as the project's entities,
+incrementally. Which tables make which entity is declared beside the pipelines (a Mapping,
+e.g. pipelines/shop.py): dimension tables, and a fact read as orders and their lines.
 
 - Reads go through ConnectorX, partitioned on the integer primary key, straight to Arrow.
 - Incremental by watermark, per source table: the rows whose (updated_at, primary key) is
@@ -39,6 +40,7 @@ from retail_etl import console
 from retail_etl.config import PostgresSource
 from retail_etl.db import faults
 from retail_etl.db.connect import connect, redact
+from retail_etl.db.sqltext import ident, literal, qualified
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
 from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
 from retail_etl.load.copy import copy_temp
@@ -56,28 +58,32 @@ class Table:
     optional: tuple[str, ...] = ()  # may be absent (mapped to "")
 
 
-def _dim_table(name: str, key: str, *columns: str, **kinds: str) -> Table:
+def dimension_table(name: str, key: str, *columns: str, **kinds: str) -> Table:
+    """A table that is one dimension's entity, row for row: text columns unless a kind is
+    given, soft deletes (`is_deleted`, optional) and `updated_at`."""
     cols = {key: "id", **{c: "text" for c in columns}, **kinds,
             "is_deleted": "bool", "updated_at": "timestamp"}
     return Table(name, (key,), cols, optional=("is_deleted",))
 
 
-TABLES = {
-    "products": _dim_table("products", "product_id", "product_name", "category",
-                           "subcategory", "brand", unit_price="decimal"),
-    "customers": _dim_table("customers", "customer_id", "first_name", "last_name", "email",
-                            "segment", "city", "state", "country", join_date="date"),
-    "stores": _dim_table("stores", "store_id", "store_name", "store_type", "city", "state",
-                         "country", "manager", opened_date="date"),
-    "orders": Table("orders", ("order_id",), {
-        "order_id": "id", "customer_id": "id", "store_id": "id", "order_ts": "timestamp",
-        "status": "text", "updated_at": "timestamp"}),
-    "order_items": Table("order_items", ("order_id", "line_number"), {
-        "order_id": "id", "line_number": "int", "product_id": "id", "quantity": "int",
-        "unit_price": "decimal", "discount": "decimal", "updated_at": "timestamp"},
-        optional=("discount",)),
-}
-DIMENSIONS = ("products", "customers", "stores")  # entity = table
+@dataclass(frozen=True)
+class Mapping:
+    """How an operational database's tables make the project's entities (declared in
+    pipelines/, e.g. pipelines/shop.py): dimension tables named as their entities, and
+    one fact read as documents (`orders`: one row per order, with its status) and their
+    lines (`order_items`), each line one row of the `fact` entity. The configuration's
+    `tables` and `columns` rename these for a source laid out the same way."""
+
+    dimensions: tuple[Table, ...]
+    orders: Table
+    order_items: Table
+    fact: str = "sales"
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        return {t.name: t for t in (*self.dimensions, self.orders, self.order_items)}
+
+
 STREAM_BATCH = 65_536  # rows per Arrow batch from ConnectorX
 # PostgreSQL type names by the kind of value they can hold
 _FAMILIES = {
@@ -117,21 +123,32 @@ class OltpExtract:
 class Reader:
     """One configured source: names resolved through the configuration, reads retried."""
 
-    def __init__(self, name: str, cfg: PostgresSource, dsn: str):
-        self.name, self.cfg, self.dsn = name, cfg, dsn
+    def __init__(self, name: str, cfg: PostgresSource, dsn: str, mapping: Mapping):
+        self.name, self.cfg, self.dsn, self.mapping = name, cfg, dsn, mapping
+        self.tables = mapping.tables
+        self.dimensions = tuple(t.name for t in mapping.dimensions)
         self.int_key: dict[str, bool] = {}
+        self.key_type: dict[str, str] = {}  # the first key column's type name, per table
         self.absent: set[tuple[str, str]] = set()  # optional columns the source lacks
 
-    def table(self, t: str) -> str:
-        return self.cfg.tables.get(t, TABLES[t].name)
+    def table_name(self, t: str) -> str:
+        """The source's name for table t, as configured (`table` or `schema.table`)."""
+        return self.cfg.tables.get(t, self.tables[t].name)
 
-    def col(self, t: str, c: str) -> str | None:
-        """The source column for our column c of table t, quoted; None if mapped to "" or
-        an optional column the source does not have (see check_schema)."""
+    def table(self, t: str) -> str:
+        return qualified(self.table_name(t))
+
+    def col_name(self, t: str, c: str) -> str | None:
+        """The source column for our column c of table t; None if mapped to "" or an
+        optional column the source does not have (see check_schema)."""
         if (t, c) in self.absent:
             return None
-        name = self.cfg.columns.get(t, {}).get(c, c)
-        return '"' + name.replace('"', '""') + '"' if name else None
+        return self.cfg.columns.get(t, {}).get(c, c) or None
+
+    def col(self, t: str, c: str) -> str | None:
+        """The same, quoted for SQL."""
+        name = self.col_name(t, c)
+        return ident(name) if name else None
 
     def read(self, sql: str, partition_on: str | None = None,
              bounds: tuple[int, int] | None = None) -> pl.DataFrame:
@@ -166,9 +183,10 @@ class Reader:
        wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
 def _read_sql(dsn: str, sql: str, partition_on: str | None,
               bounds: tuple[int, int] | None, parts: int, batch: int):
-    # in UTC, like our ADBC sessions: a timestamp without time zone is UTC on both sides
+    # in UTC, like our ADBC sessions: a timestamp without time zone is UTC on both sides;
+    # standard strings, as sqltext.literal renders this query's values for them
     kw = {"return_type": "arrow_stream", "batch_size": batch,
-          "pre_execution_query": "SET TIME ZONE 'UTC'"}
+          "pre_execution_query": ["SET TIME ZONE 'UTC'", "SET standard_conforming_strings = on"]}
     if partition_on:
         return cx.read_sql(dsn, sql, partition_on=partition_on, partition_range=bounds,
                            partition_num=parts, **kw)
@@ -192,9 +210,9 @@ def check_schema(cur, r: Reader) -> dict[str, list[str]]:
     """Fail before anything is read if a table or a column the load needs is gone or holds
     another kind of value (naming it); return the columns the load does not use, per table."""
     extra: dict[str, list[str]] = {}
-    for t, spec in TABLES.items():
-        name = r.table(t)
-        cur.execute("SELECT to_regclass($1)::text", parameters=(name,))
+    for t, spec in r.tables.items():
+        name = r.table_name(t)
+        cur.execute("SELECT to_regclass($1)::text", parameters=(r.table(t),))
         if cur.fetchone()[0] is None:
             raise InputError(f"source {r.name}: table {name!r} does not exist",
                              hint=f"set sources.{r.name}.tables.{t} in the configuration")
@@ -202,16 +220,15 @@ def check_schema(cur, r: Reader) -> dict[str, list[str]]:
             SELECT a.attname::text, t.typname::text FROM pg_attribute a
             JOIN pg_type t ON t.oid = a.atttypid
             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-        """, parameters=(name,))
+        """, parameters=(r.table(t),))
         have = dict(cur.fetchall())
         used = set()
         for c, kind in spec.columns.items():
-            quoted = r.col(t, c)
-            if quoted is None:
+            col = r.col_name(t, c)
+            if col is None:
                 if c in spec.optional:
                     continue
                 raise InputError(f"source {r.name}: column {name}.{c} is required")
-            col = quoted[1:-1].replace('""', '"')
             used.add(col)
             if col not in have:
                 if c in spec.optional and c not in r.cfg.columns.get(t, {}):
@@ -223,7 +240,8 @@ def check_schema(cur, r: Reader) -> dict[str, list[str]]:
             if have[col] not in _FAMILIES[kind]:
                 raise InputError(f"source {r.name}: column {name}.{col} is {have[col]}, "
                                  f"expected {kind}", hint="the source schema changed")
-        r.int_key[t] = have.get(r.col(t, spec.key[0])[1:-1]) in _FAMILIES["int"]
+        r.key_type[t] = have[r.col_name(t, spec.key[0])]
+        r.int_key[t] = r.key_type[t] in _FAMILIES["int"]
         if not set(have) - used:
             continue
         extra[name] = sorted(set(have) - used)
@@ -233,29 +251,17 @@ def check_schema(cur, r: Reader) -> dict[str, list[str]]:
 # ---- SQL -------------------------------------------------------------------------------------
 
 
-def _lit(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return {True: "true", False: "false", None: "NULL"}[v]
-    if isinstance(v, int):
-        return str(v)
-    return "'" + str(v).replace("'", "''") + "'"
-
-
-def _ts(t: datetime) -> str:
-    return f"'{t.isoformat()}'::timestamptz"
-
-
 def window(r: Reader, t: str, alias: str, mark: Mark | None, hi: datetime, full: bool) -> str:
     """The rows of table t this run reads (see the module docstring)."""
     if full:
         return "TRUE"
     u = f"{alias}.{r.col(t, 'updated_at')}"
-    cond = f"{u} <= {_ts(hi)}"
+    cond = f"{u} <= {literal(hi)}"
     if mark is None:  # a row without updated_at is read once, to be judged (not skipped)
         return f"({cond} OR {u} IS NULL)"
-    keys = ", ".join(f"{alias}.{r.col(t, k)}" for k in TABLES[t].key)
-    lo = f"{_ts(mark.ts)} - interval '{r.cfg.overlap_seconds} seconds'"
-    return f"{cond} AND ({u}, {keys}) > ({lo}, {', '.join(_lit(v) for v in mark.key)})"
+    keys = ", ".join(f"{alias}.{r.col(t, k)}" for k in r.tables[t].key)
+    lo = f"{literal(mark.ts)} - {literal(float(r.cfg.overlap_seconds))} * interval '1 second'"
+    return f"{cond} AND ({u}, {keys}) > ({lo}, {', '.join(literal(v) for v in mark.key)})"
 
 
 def _select(r: Reader, t: str, alias: str, entity: Entity, override: dict[str, str]) -> str:
@@ -264,8 +270,8 @@ def _select(r: Reader, t: str, alias: str, entity: Entity, override: dict[str, s
         if c in override:
             out.append(f"{override[c]} AS {c}")
             continue
-        src = r.col(t, c) if c in TABLES[t].columns else None
-        kind = TABLES[t].columns.get(c)
+        src = r.col(t, c) if c in r.tables[t].columns else None
+        kind = r.tables[t].columns.get(c)
         out.append(f"{alias}.{src}::text AS {c}" if src and kind == "id"
                    else f"{alias}.{src} AS {c}" if src else f"NULL::text AS {c}")
     return ", ".join(out)
@@ -273,7 +279,7 @@ def _select(r: Reader, t: str, alias: str, entity: Entity, override: dict[str, s
 
 def dimension_sql(r: Reader, entity: Entity, w: str) -> str:
     t = entity.name
-    part = f", t.{r.col(t, TABLES[t].key[0])} AS _part" if r.int_key[t] else ""
+    part = f", t.{r.col(t, r.tables[t].key[0])} AS _part" if r.int_key[t] else ""
     return f"SELECT {_select(r, t, 't', entity, {})}{part} FROM {r.table(t)} t WHERE {w}"
 
 
@@ -303,7 +309,7 @@ def sales_sql(r: Reader, entity: Entity, w_items: str, w_orders: str | None,
 
 
 def _cancelled(r: Reader) -> str:
-    statuses = ", ".join(_lit(s) for s in r.cfg.cancelled_statuses)
+    statuses = ", ".join(literal(s) for s in r.cfg.cancelled_statuses)
     return f"coalesce(o.{r.col('orders', 'status')} IN ({statuses}), false)"
 
 
@@ -341,31 +347,31 @@ def extract_oltp(r: Reader, entities: dict[str, Entity], marks: dict[str, Mark],
                              + ", ".join(cols))
             cur.execute("SELECT clock_timestamp()")
             hi = cur.fetchone()[0]
-            new_marks = [m for t in TABLES if (m := _top(cur, r, t, hi, marks.get(t)))]
-            bounds = {t: _bounds(cur, r, t) for t in TABLES if r.int_key[t]}
+            new_marks = [m for t in r.tables if (m := _top(cur, r, t, hi, marks.get(t)))]
+            bounds = {t: _bounds(cur, r, t) for t in r.tables if r.int_key[t]}
     except adbc_driver_manager.Error as e:
         raise _source_error(r, e) from None
     finally:
         src.close()
     w = {t: window(r, t, alias, marks.get(t), hi, full)
-         for t, alias in (*((d, "t") for d in DIMENSIONS), ("orders", "o"), ("order_items", "i"))}
+         for t, alias in (*((d, "t") for d in r.dimensions), ("orders", "o"), ("order_items", "i"))}
     first = "orders" not in marks and "order_items" not in marks
     out = OltpExtract(r.name, {}, pl.DataFrame(), {}, {}, hi, full, new_marks, r, first)
     file_no = first_file
-    for t in DIMENSIONS:
+    for t in r.dimensions:
         entity = entities[t]
         frames = r.stream(dimension_sql(r, entity, w[t]), "_part", bounds.get(t))
         out.extracted[t], keys = _stage(frames, entity, stage_dir, file_no,
-                                        f"{r.name}:{r.table(t)}")
+                                        f"{r.name}:{r.table_name(t)}")
         out.delivered[t] = keys
-        out.present[t] = r.read(f"SELECT {r.col(t, TABLES[t].key[0])}::text AS key "
+        out.present[t] = r.read(f"SELECT {r.col(t, r.tables[t].key[0])}::text AS key "
                                 f"FROM {r.table(t)}")["key"]
         file_no += 1
-    sales = entities["sales"]
+    sales = entities[r.mapping.fact]
     frames = r.stream(sales_sql(r, sales, w["order_items"], None if first else w["orders"],
                                 full), "_part", bounds.get("orders"))
-    out.extracted["sales"], _ = _stage(frames, sales, stage_dir, file_no,
-                                       f"{r.name}:{r.table('order_items')}")
+    out.extracted[r.mapping.fact], _ = _stage(frames, sales, stage_dir, file_no,
+                                       f"{r.name}:{r.table_name('order_items')}")
     docs = r.read(documents_sql(r, w["orders"]), "_part", bounds.get("orders"))
     # a snapshot is the whole truth at hi: lines it lacks go, whatever their version
     out.documents = docs.select(
@@ -407,12 +413,13 @@ def order_states(src, r: Reader, order_ids: pl.Series) -> pl.DataFrame:
     o, ik = r.col("orders", "order_id"), r.col("order_items", "order_id")
     frames = []
     for chunk in _chunks(order_ids.unique().sort(), 5000):
-        ids = ", ".join(_lit(v) for v in chunk)
+        # the ids bound as one JSON array, cast to the key's own type (its index is used)
         frames.append(query(src, r, f"""
             SELECT o.{o}::text AS order_id, {_cancelled(r)} AS cancelled,
                    i.{r.col('order_items', 'line_number')}::int AS line_number
             FROM {r.table('orders')} o LEFT JOIN {r.table('order_items')} i ON i.{ik} = o.{o}
-            WHERE o.{o} IN ({ids})"""))
+            WHERE o.{o} = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))::
+                              {ident(r.key_type['orders'])}[])""", (json.dumps(chunk),)))
     if not frames:
         return pl.DataFrame(schema={"order_id": pl.String, "cancelled": pl.Boolean,
                                     "line_number": pl.Int32})
@@ -438,10 +445,10 @@ def session(r: Reader):
         src.close()
 
 
-def query(src, r: Reader, sql: str) -> pl.DataFrame:
+def query(src, r: Reader, sql: str, parameters: tuple = ()) -> pl.DataFrame:
     try:
         with src.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, parameters=parameters or None)
             return pl.from_arrow(cur.fetch_arrow_table())
     except adbc_driver_manager.Error as e:
         raise _source_error(r, e) from None
@@ -458,9 +465,10 @@ def _utc(df: pl.DataFrame, c: str) -> pl.Expr:
 def _top(cur, r: Reader, t: str, hi: datetime, old: Mark | None) -> Mark | None:
     """The greatest (updated_at, key) at or below hi: the table's next mark."""
     u = r.col(t, "updated_at")
-    keys = [r.col(t, k) for k in TABLES[t].key]
-    cur.execute(f"SELECT {u}, {', '.join(keys)} FROM {r.table(t)} WHERE {u} <= {_ts(hi)} "
-                f"ORDER BY {u} DESC, {', '.join(k + ' DESC' for k in keys)} LIMIT 1")
+    keys = [r.col(t, k) for k in r.tables[t].key]
+    cur.execute(f"SELECT {u}, {', '.join(keys)} FROM {r.table(t)} WHERE {u} <= $1 "
+                f"ORDER BY {u} DESC, {', '.join(k + ' DESC' for k in keys)} LIMIT 1",
+                parameters=(hi,))
     row = cur.fetchone()
     if row is None:
         return old
@@ -472,7 +480,7 @@ def _top(cur, r: Reader, t: str, hi: datetime, old: Mark | None) -> Mark | None:
 
 
 def _bounds(cur, r: Reader, t: str) -> tuple[int, int]:
-    k = r.col(t, TABLES[t].key[0])
+    k = r.col(t, r.tables[t].key[0])
     cur.execute(f"SELECT coalesce(min({k}), 0), coalesce(max({k}), 0) FROM {r.table(t)}")
     lo, hi = cur.fetchone()
     return int(lo), int(hi)

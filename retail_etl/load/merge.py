@@ -9,7 +9,7 @@ from datetime import datetime
 import polars as pl
 
 from retail_etl.load import partitions
-from retail_etl.load.copy import copy_temp
+from retail_etl.load.copy import copy_temp, ingest
 from retail_etl.spec import DimensionSCD2, FactByPartition
 
 
@@ -176,7 +176,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
         for (m,), part in sorted(parts.items()):
             part = part.drop("_m").to_arrow()
             if f"{fact.table}_{m}" in sizes:
-                partitions.ingest(cur, part, schema, table)
+                ingest(cur, part, table, schema=schema)
             else:  # a month built aside: no index maintenance while it fills, WAL skipped
                 builds.add(m, part)
     with stage("index"):  # months complete: indexed (LocalBuilds) or left to their builder

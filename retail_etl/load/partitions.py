@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from retail_etl.db.connect import db_error
+from retail_etl.load.copy import ingest
 
 BUILD_SCHEMA = "etl_build"  # months built by other sessions wait here to be attached
 
@@ -72,14 +73,6 @@ def attach(cur, table: str, name: str, yyyymm: int) -> None:
     cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name.split('.')[-1]}_range")
 
 
-def ingest(cur, data: pa.Table, schema: str, table: str) -> None:
-    """ADBC COPY of Arrow data into schema.table."""
-    try:
-        cur.adbc_ingest(table, data, mode="append", db_schema_name=schema)
-    except adbc_driver_manager.Error as e:
-        raise db_error(e, f"COPY into {schema}.{table} failed") from None
-
-
 class LocalBuilds:
     """New months built in the run's own session (copy_streams = 0): a month is created as
     a plain table on its first part, filled part by part, and indexed and attached when
@@ -98,7 +91,7 @@ class LocalBuilds:
             create_aside(self.cur, self.table, f"{self.table}_{yyyymm}")
             self.open.add(yyyymm)
         schema, table = self.table.split(".")
-        ingest(self.cur, data, schema, f"{table}_{yyyymm}")
+        ingest(self.cur, data, f"{table}_{yyyymm}", schema=schema)
 
     def finish(self, yyyymm: int) -> None:
         if yyyymm in self.open:
@@ -203,7 +196,7 @@ class Builders:
                     if part is _ABORT:
                         raise InterruptedError(f"build of {name} abandoned")
                     try:
-                        ingest(cur, part, BUILD_SCHEMA, short)
+                        ingest(cur, part, short, schema=BUILD_SCHEMA)
                     finally:
                         with self._lock:
                             self._queued -= part.num_rows
