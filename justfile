@@ -5,9 +5,14 @@
 demo:
     retail-etl demo
 
-# The whole test suite against a real PostgreSQL started by the fixtures.
-test:
-    python3 -m pytest -q -p no:cacheprovider -n 2
+# The whole test suite (tests/unit, tests/property, tests/e2e) against a real PostgreSQL
+# started by the fixtures, on two xdist workers.
+test *ARGS:
+    python3 -m pytest -q -p no:cacheprovider -n 2 {{ARGS}}
+
+# The pure tests only (tests/unit: in-memory frames, no server): seconds.
+test-fast *ARGS:
+    python3 -m pytest -q -p no:cacheprovider -m unit {{ARGS}}
 
 lint:
     ruff check retail_etl pipelines tests benchmarks

@@ -11,14 +11,31 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_profiles
 
 from pipelines import PROJECT
 from retail_etl.config import Settings
 from retail_etl.db.cluster import Cluster
 from retail_etl.db.connect import connect
 from retail_etl.schema import apply_schema
+from tests.helpers import TEMPLATE
 
-TEMPLATE = "retail_template"
+# Hypothesis: derandomised in CI (the same examples every run: a red build is reproducible,
+# never a coin toss); random locally, where a new counterexample is what we want.
+# HYPOTHESIS_PROFILE=dev|ci chooses.
+hypothesis_profiles.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_profiles.register_profile("dev", derandomize=False)
+hypothesis_profiles.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                 or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(items):
+    """Each test is marked by its folder: unit (pure, no server), property (hypothesis
+    against a real server), e2e (a real server, the CLI, files): `-m unit` is the fast lane."""
+    for item in items:
+        lane = item.path.parent.name
+        if lane in ("unit", "property", "e2e"):
+            item.add_marker(getattr(pytest.mark, lane))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ import pytest
 
 from retail_etl.config import FilesSource, PostgresSource
 from retail_etl.generate.oltp import create_oltp
-from tests.helpers import rows, write_drop
-from tests.test_oltp_source import execute, run, shop, source_lines, warehouse_lines
+from tests.helpers import execute, rows, run, shop, source_lines, warehouse_lines, write_drop
 
 
 @pytest.fixture

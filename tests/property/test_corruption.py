@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retail_etl.generate.drops import generate_drops
-from tests.conftest import TEMPLATE
-from tests.helpers import cli, rows, scaled
+from tests.helpers import TEMPLATE, cli, rows, scaled
 
 # Bytes that break CSV in every way we know: separators, quotes, line ends, NUL, a latin-1
 # byte, a UTF-8 lead byte without its continuation, a BOM, and ordinary text.

@@ -9,12 +9,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import dim, load, rows, scaled, write_drop
-from tests.test_properties import (
+from tests.helpers import (
     assert_scd2_invariants,
+    dim,
     fresh_warehouse,
+    load,
+    rows,
+    scaled,
     ts,
     warehouse_content,
+    write_drop,
 )
 
 

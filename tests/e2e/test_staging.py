@@ -21,7 +21,7 @@ from tests.helpers import cli, error_line, load, rows, start_paused, write_drop
 
 @pytest.fixture
 def dsn_b(cluster):
-    from tests.conftest import TEMPLATE
+    from tests.helpers import TEMPLATE
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield cluster.create_database(name, template=TEMPLATE)

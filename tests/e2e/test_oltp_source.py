@@ -4,8 +4,6 @@ sources, and the property that daily loads end where one full load does."""
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -13,55 +11,22 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from pipelines import PROJECT
 from retail_etl.config import FilesSource, PostgresSource, Settings
-from retail_etl.db.connect import connect
 from retail_etl.errors import DatabaseUnavailable, InputError
 from retail_etl.extract import oltp
-from retail_etl.flow import load
 from retail_etl.generate.oltp import create_oltp, mutate_day
-from tests.conftest import TEMPLATE
-from tests.helpers import query, rows, write_drop
-
-
-def shop(settings: Settings, source: str, **kw) -> Settings:
-    kw.setdefault("batch_rows", 250)  # several staged files per table, as at volume
-    kw.setdefault("line_scan_every", 1)  # deterministic: "auto" depends on timing
-    cfg = PostgresSource(kind="postgres", dsn=source, **kw)
-    return settings.model_copy(update={"sources": {"shop": cfg}})
-
-
-def run(settings: Settings, full: bool = False):
-    return load(PROJECT, settings, settings.sources, full=full)
-
-
-def execute(dsn: str, *statements: str) -> None:
-    conn = connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            for s in statements:
-                cur.execute(s)
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def source_lines(src: str) -> list[tuple]:
-    """The order lines the warehouse must hold: those of orders not cancelled."""
-    return rows(src, """
-        SELECT i.order_id::text, i.line_number, i.product_id::text, o.customer_id::text,
-               o.store_id::text, i.quantity, i.unit_price::text, i.discount::text
-        FROM order_items i JOIN orders o USING (order_id) WHERE o.status <> 'cancelled'
-        ORDER BY i.order_id, 2""")
-
-
-def warehouse_lines(dsn: str) -> list[tuple]:
-    return rows(dsn, """
-        SELECT f.order_id, f.line_number, p.product_id, c.customer_id, s.store_id,
-               f.quantity, f.unit_price::text, f.discount::text
-        FROM dw.fact_sales f JOIN dw.dim_product p USING (product_key)
-        JOIN dw.dim_customer c USING (customer_key) JOIN dw.dim_store s USING (store_key)
-        ORDER BY f.order_id::bigint, f.line_number""")
+from tests.helpers import (
+    TEMPLATE,
+    execute,
+    fresh_database,
+    query,
+    rows,
+    run,
+    shop,
+    source_lines,
+    warehouse_lines,
+    write_drop,
+)
 
 
 def current(dsn: str, table: str, cols: str, where: str = "true") -> list[tuple]:
@@ -321,16 +286,6 @@ def test_source_names_that_need_quoting_are_read_as_written(settings, small_shop
 
 
 # ---- the property: daily loads end where one full load does -------------------------------
-
-
-@contextmanager
-def fresh_database(cluster, template: str | None = None):
-    name = f"q_{uuid.uuid4().hex[:12]}"
-    try:
-        yield cluster.create_database(name, template=template)
-    finally:
-        cluster._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 def live_members(dsn: str) -> dict[str, list[tuple]]:
     """Current, not deleted members of each dimension, by business attributes."""

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pipelines import PROJECT
 from retail_etl.config import Settings
 from retail_etl.demo import run_demo
-from tests.conftest import TEMPLATE
-from tests.test_oltp_source import fresh_database
+from tests.helpers import TEMPLATE, fresh_database
 
 
 def test_two_demos_give_the_same_kpis_whatever_the_date(cluster, tmp_path):
