@@ -58,6 +58,9 @@ def ddl(fact: FactByPartition) -> list[str]:
         # cannot enforce it without the partition column)
         f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}) PARTITION BY RANGE ({D})",
         f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source text",
+        # a reference declared later: the lines stored before it point to its unknown member
+        *[f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {r.fact_column} int NOT NULL "
+          f"DEFAULT {int(r.dimension.unknown_key)}" for r in fact.references],
         index(fact.natural_key, "line"),
         *[index((r.fact_column,), r.fact_column.removesuffix("_key")) for r in fact.references],
         *[index(ix, "_".join(c.removesuffix("_key") for c in ix)) for ix in fact.indexes],

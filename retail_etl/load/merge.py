@@ -142,7 +142,7 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     `ending`: the months whose last lines these are. `stage(name, rows)` times the steps."""
     stg, D = f"stg_{fact.name}", fact.date_key
     with stage("compare", rows.height):
-        write, replaced, cmp = _compare(fact, rows, stored)
+        write, replaced, cmp = compare_lines(fact, rows, stored)
     nk = list(fact.natural_key)
     conn = cur.connection
     if replaced.height:  # the old states leave their partition (each probed once)
@@ -188,12 +188,14 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
                       stale_stats=stale_stats, left_keys=left_keys)
 
 
-def _compare(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
-    """(lines to write, stored lines they replace, the comparison)."""
+def compare_lines(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFrame):
+    """(lines to write, stored lines they replace as [*natural key, old_date_key], the
+    comparison with `_same` and `_stale`). A line is written when it is new, or differs
+    from the stored one and its version is at least as new; an older state is stale."""
     nk = list(fact.natural_key)
     content = [c for c in rows.columns if c not in nk]
     cmp = rows.join(stored.select(rows.columns), on=nk, how="left", suffix="_old")
-    known = pl.col(f"{content[0]}_old").is_not_null()
+    known = pl.col(f"{fact.date_key}_old").is_not_null()  # NOT NULL in the table: stored
     stale = known & (pl.col(fact.version) < pl.col(f"{fact.version}_old"))
     same = known & pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in content])
     cmp = cmp.with_columns(_stale=stale, _same=same & ~stale)
