@@ -6,10 +6,8 @@ receives the project and knows no pipeline: what a kind does lives in retail_etl
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,17 +16,16 @@ import adbc_driver_manager
 import polars as pl
 
 from retail_etl import kinds, staging
-from retail_etl.config import FilesSource, PostgresSource, Settings, Source
+from retail_etl.config import FilesSource, Settings, Source
 from retail_etl.db import locks
-from retail_etl.db.cluster import Cluster
 from retail_etl.db.connect import connect, db_error, resolve_dsn
 from retail_etl.errors import ConfigError, EtlError, InputError, Terminated, UsageError
 from retail_etl.extract import oltp
-from retail_etl.extract.files import Extracted, extract
+from retail_etl.extract.sources import extract_all
+from retail_etl.hooks import checkpoint
 from retail_etl.kinds import dim_scd2, fact_by_partition
 from retail_etl.kinds.handoff import Handoff
 from retail_etl.load import partitions, rejects
-from retail_etl.profile import Profile
 from retail_etl.run import (
     Run,
     mark_killed,
@@ -48,37 +45,11 @@ log = logging.getLogger("retail_etl")
 VALIDATE_ROWS = 250_000  # rows validated at once: bounds the memory of the file stages
 
 
-class InjectedFailure(Exception):
-    """Raised by a test hook to prove a failed run leaves the warehouse as it was."""
-
-
-def checkpoint(name: str) -> None:
-    """Test hooks: RETAIL_ETL_FAIL_AT=<name> raises here, RETAIL_ETL_PAUSE_AT=<name> touches
-    RETAIL_ETL_PAUSE_FILE and sleeps until that file is removed (at most 600 s), so a test
-    can kill the process mid-run, or break something and let it go on."""
-    if os.environ.get("RETAIL_ETL_FAIL_AT") == name:
-        raise InjectedFailure(f"failure injected at {name}")
-    if os.environ.get("RETAIL_ETL_PAUSE_AT") == name:
-        pause = Path(os.environ["RETAIL_ETL_PAUSE_FILE"])
-        pause.touch()
-        deadline = time.monotonic() + 600
-        while pause.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def load_drop(project: Project, settings: Settings, source_dir: Path, *,
               profile: bool = False) -> Run:
     """Load one file drop (`retail-etl load --source-dir DIR`)."""
     return load(project, settings, {"files": FilesSource(kind="files", dir=source_dir)},
                 profile=profile)
-
-
-def source_dsn(settings: Settings, name: str, cfg: PostgresSource) -> str:
-    if cfg.dsn:
-        if not cfg.dsn.startswith(("postgres://", "postgresql://")):
-            raise ConfigError(f"sources.{name}.dsn is not a postgresql:// URL")
-        return cfg.dsn
-    return Cluster(settings.pg_dir).dsn(cfg.database)
 
 
 def load(project: Project, settings: Settings, sources: dict[str, Source], *,
@@ -102,10 +73,8 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
         with _sigterm_as_interrupt():
             apply_schema(conn, project)
             staging.sweep(settings.staging_dir)  # left by killed runs: their locks died with them
-            run = open_run(ledger, label, settings.staging_dir)
-            run.dsn = dsn
-            run.profile = Profile(settings.data_dir / "profiles" / f"run_{run.run_id:06d}"
-                                  if profile else None)
+            run = open_run(ledger, label, settings.staging_dir, dsn=dsn,
+                           profile_root=settings.data_dir / "profiles" if profile else None)
             _transaction(conn, ledger, run, project, settings, sources, full)
             _analyze(ledger, dsn, run, project)
             run.profile.write(run)
@@ -186,45 +155,14 @@ def _sigterm_as_interrupt():
 # ---- file stages: no database -----------------------------------------------------------
 
 
-def extract_all(run: Run, cur, project: Project, settings: Settings, sources: dict[str, Source],
-                full: bool) -> tuple[dict[str, Extracted], list, list[tuple[int, str]]]:
-    """Every source staged as the project's entities; files numbered in source order.
-    Also returns the database sources' pulls, and [(first file number, source name)]:
-    where each source's files begin."""
-    entities = project.entities
-    extracted = {e.name: Extracted(e) for e in entities}
-    pulls, file_no, origins = [], 1, []
-    for name, cfg in sources.items():
-        origins.append((file_no, name))
-        stage = run.staging / "extract"
-        if isinstance(cfg, FilesSource):
-            got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
-                          encoding=cfg.encoding)
-        else:
-            if project.oltp is None:
-                raise ConfigError(f"sources.{name}: this project maps no database tables "
-                                  "to its entities (Project.oltp)")
-            reader = oltp.Reader(name, cfg, source_dsn(settings, name, cfg), project.oltp)
-            pull = oltp.extract_oltp(reader, {e.name: e for e in entities},
-                                     oltp.read_marks(cur, name), stage, file_no, full=full)
-            pulls.append(pull)
-            got = pull.extracted
-        for entity, ex in got.items():
-            extracted[entity].staged += ex.staged
-            extracted[entity].files += ex.files
-            extracted[entity].rows += ex.rows
-            extracted[entity].malformed += ex.malformed
-        file_no += sum(len(ex.staged) for ex in got.values())
-    return extracted, pulls, origins
-
-
 def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[str, Source],
             full: bool = False) -> Handoff:
     """Extract, validate, then each pipeline's prepare (dedup). Validation goes file by
     file and writes the valid rows back to staging (a fact's rows split by partition
     month), so memory holds one file at a time."""
     with run.stage("extract") as st:
-        extracted, pulls, origins = extract_all(run, cur, project, settings, sources, full)
+        extracted, pulls, origins = extract_all(run.staging / "extract", cur, project,
+                                                 settings, sources, full)
         st["rows"] = sum(x.rows for x in extracted.values())
     h = Handoff(project.dates, origins, pulls)
     split_of = {f.entity.name: f for f in project.facts}

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from retail_etl import console
 from retail_etl.load.copy import ingest
+from retail_etl.profile import Profile
 from retail_etl.staging import Staging
 
 log = logging.getLogger("retail_etl")
@@ -68,7 +68,7 @@ class Run:
     analyze: list[str] = field(default_factory=list)  # tables whose statistics went stale
     started: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    profile: Any = None  # retail_etl.profile.Profile
+    profile: Profile = field(default_factory=lambda: Profile(None))
     dsn: str = ""  # the warehouse, for sessions beside the run's (partition builds)
     built_aside: bool = False  # months were built in etl_build (dropped if the run fails)
     scratch: Staging | None = None  # the private staging directory (removed at the end)
@@ -115,10 +115,11 @@ class Run:
         }
 
 
-def open_run(ledger, source: str, staging_root: Path) -> Run:
+def open_run(ledger, source: str, staging_root: Path, *, dsn: str,
+             profile_root: Path | None = None) -> Run:
     """Insert the run's row (status running) and make its private staging directory (see
     staging.py). Runs left `running` by a killed process are marked `killed` by the next
-    run that holds the lock."""
+    run that holds the lock. profile_root: write the run's profile under it (--profile)."""
     with ledger.cursor() as cur:
         cur.execute(
             "INSERT INTO etl.runs (source, ledger_pid) VALUES ($1, pg_backend_pid()) RETURNING run_id", parameters=(source,)
@@ -127,7 +128,8 @@ def open_run(ledger, source: str, staging_root: Path) -> Run:
         scratch = Staging(staging_root, run_id)
         cur.execute("UPDATE etl.runs SET staging_dir = $1 WHERE run_id = $2",
                     parameters=(str(scratch.path), run_id))
-    return Run(run_id, scratch.path, scratch=scratch)
+    profile = Profile(profile_root / f"run_{run_id:06d}" if profile_root else None)
+    return Run(run_id, scratch.path, scratch=scratch, dsn=dsn, profile=profile)
 
 
 def record_success(cur, run: Run) -> None:

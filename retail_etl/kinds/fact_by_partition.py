@@ -79,7 +79,7 @@ class FactInput:
     losers: pl.DataFrame
     month_rows: dict[int, int]
     ids: dict[str, pl.Series]
-    origins: list[tuple[int, str]]  # (first file number, source name), see flow.extract_all
+    origins: list[tuple[int, str]]  # (first file number, source name), see extract/sources.extract_all
 
     @property
     def height(self) -> int:

@@ -15,7 +15,7 @@ from retail_etl.spec import DimensionDate
 @dataclass
 class Handoff:
     dates: DimensionDate | None  # the project's date dimension: facts grow it
-    origins: list[tuple[int, str]]  # (first file number, source name): see flow.extract_all
+    origins: list[tuple[int, str]]  # (first file number, source name): see extract/sources.extract_all
     pulls: list  # [extract.oltp.OltpExtract]: what the database sources said beyond rows
     rejects: list[pl.DataFrame] = field(default_factory=list)  # [entity, file, line, rules, row]
     # prepare

@@ -35,7 +35,7 @@ def merge_observed(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
     The last in load order wins at the same instant, as in the dimension."""
     B, A = dim.business_key, dim.attribute_names
     cur.execute(f"""
-        INSERT INTO etl.{dim.name}_observed AS t ({B}, valid_from, {', '.join(A)}, run_id)
+        INSERT INTO {dim.observed_table} AS t ({B}, valid_from, {', '.join(A)}, run_id)
         SELECT {B}, valid_from, {', '.join(A)}, {run_id} FROM {stg}_incoming
         ON CONFLICT ({B}, valid_from) DO UPDATE
             SET {', '.join(f'{a} = excluded.{a}' for a in A)}, run_id = excluded.run_id

@@ -8,7 +8,7 @@ import pytest
 from retail_etl import flow
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
-from retail_etl.flow import InjectedFailure
+from retail_etl.hooks import InjectedFailure
 from tests.helpers import checksum, load, rows, start_paused, write_drop
 
 T0 = "2024-01-01T00:00:00Z"

@@ -14,8 +14,8 @@ import uuid
 import polars as pl
 import pytest
 
-from retail_etl.flow import InjectedFailure
 from retail_etl.generate.drops import generate_drops
+from retail_etl.hooks import InjectedFailure
 from tests.helpers import cli, error_line, load, rows, start_paused, write_drop
 
 

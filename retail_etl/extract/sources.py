@@ -1,0 +1,54 @@
+"""The extract stage over every configured source, in configuration order: file drops and
+PostgreSQL sources staged alike, as the project's entities (Parquet, all text, with file,
+line and load order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retail_etl.config import FilesSource, PostgresSource, Settings, Source
+from retail_etl.db.cluster import Cluster
+from retail_etl.errors import ConfigError
+from retail_etl.extract import oltp
+from retail_etl.extract.files import Extracted, extract
+from retail_etl.spec import Project
+
+
+def source_dsn(settings: Settings, name: str, cfg: PostgresSource) -> str:
+    if cfg.dsn:
+        if not cfg.dsn.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(f"sources.{name}.dsn is not a postgresql:// URL")
+        return cfg.dsn
+    return Cluster(settings.pg_dir).dsn(cfg.database)
+
+
+def extract_all(stage: Path, cur, project: Project, settings: Settings,
+                sources: dict[str, Source], full: bool
+                ) -> tuple[dict[str, Extracted], list, list[tuple[int, str]]]:
+    """Every source staged as the project's entities; files numbered in source order.
+    Also returns the database sources' pulls, and [(first file number, source name)]:
+    where each source's files begin."""
+    entities = project.entities
+    extracted = {e.name: Extracted(e) for e in entities}
+    pulls, file_no, origins = [], 1, []
+    for name, cfg in sources.items():
+        origins.append((file_no, name))
+        if isinstance(cfg, FilesSource):
+            got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
+                          encoding=cfg.encoding)
+        else:
+            if project.oltp is None:
+                raise ConfigError(f"sources.{name}: this project maps no database tables "
+                                  "to its entities (Project.oltp)")
+            reader = oltp.Reader(name, cfg, source_dsn(settings, name, cfg), project.oltp)
+            pull = oltp.extract_oltp(reader, {e.name: e for e in entities},
+                                     oltp.read_marks(cur, name), stage, file_no, full=full)
+            pulls.append(pull)
+            got = pull.extracted
+        for entity, ex in got.items():
+            extracted[entity].staged += ex.staged
+            extracted[entity].files += ex.files
+            extracted[entity].rows += ex.rows
+            extracted[entity].malformed += ex.malformed
+        file_no += sum(len(ex.staged) for ex in got.values())
+    return extracted, pulls, origins
