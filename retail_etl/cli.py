@@ -149,6 +149,8 @@ def load(
     from retail_etl.config import FilesSource
     from retail_etl.flow import load as load_sources
 
+    console.quiet(as_json)  # a program reads the output: no progress bars
+
     settings = load_settings(dsn=dsn, keep_staging=keep_staging or None)
     if source_dir is not None and source:
         raise typer.BadParameter("give --source-dir or --source, not both")

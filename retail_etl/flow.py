@@ -81,6 +81,7 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
         return run
     finally:
         if run is not None:
+            run.bars.close()
             run.scratch.close(keep=settings.keep_staging)
         conn.close()
         ledger.close()
@@ -164,6 +165,7 @@ def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[s
         extracted, pulls, origins = extract_all(run.staging / "extract", cur, project,
                                                  settings, sources, full)
         st["rows"] = sum(x.rows for x in extracted.values())
+    run.bars.expect("validate", st["rows"])
     h = Handoff(project.dates, origins, pulls)
     split_of = {f.entity.name: f for f in project.facts}
     window = quality.Window.around(settings.plausible_from, run.started_at,
@@ -186,6 +188,7 @@ def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[s
                 good, bad = quality.split(plan.collect(), raw, entity, window)
                 counts.rejected += bad.height
                 st["rows"] += good.height
+                st["advance"](good.height + bad.height)
                 h.rejects.append(bad.with_columns(entity=pl.lit(entity.name)))
                 fact = split_of.get(entity.name)
                 parts = fact_by_partition.split(fact, good) if fact else {None: good}

@@ -75,18 +75,34 @@ class Run:
     ended: float | None = None  # seconds from started_at to ended_at, as the ledger holds them
     failed_stage: str | None = None  # the innermost stage an exception left, for its message
 
+    bars: console.Bars | None = None  # progress on a terminal (see console.Bars)
+
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
-        """Time a stage; the block may set `box['rows']`. A stage run again (once per
-        partition, say) adds to its first entry."""
-        box: dict = {"rows": rows}
+        """Time a stage; the block may set `box['rows']`, and call `box['advance'](n)` as
+        it goes (else the progress advances by `box['done']` or the rows at the end). A
+        stage run again (once per partition, say) adds to its first entry."""
+        if self.bars is None:
+            self.bars = console.Bars(f"run {self.run_id}")
+        bars = self.bars
+        task = bars.enter(name)
+        moved = {"n": 0}
+
+        def advance(n: int) -> None:
+            moved["n"] += n
+            bars.advance(task, n)
+
+        box: dict = {"rows": rows, "advance": advance}
         t0 = time.perf_counter()
         try:
-            with console.status(f"run {self.run_id}: {name}"):
-                yield box
+            yield box
         except BaseException:
             self.failed_stage = self.failed_stage or name
             raise
+        finally:
+            if not moved["n"]:
+                bars.advance(task, box.get("done", box["rows"]) or 0)
+            bars.leave(name)
         seconds = time.perf_counter() - t0
         same = next((s for s in self.stages if s.name == name), None)
         if same is None:
@@ -129,7 +145,8 @@ def open_run(ledger, source: str, staging_root: Path, *, dsn: str,
         cur.execute("UPDATE etl.runs SET staging_dir = $1 WHERE run_id = $2",
                     parameters=(str(scratch.path), run_id))
     profile = Profile(profile_root / f"run_{run_id:06d}" if profile_root else None)
-    return Run(run_id, scratch.path, scratch=scratch, dsn=dsn, profile=profile)
+    return Run(run_id, scratch.path, scratch=scratch, dsn=dsn, profile=profile,
+               bars=console.Bars(f"run {run_id}"))
 
 
 def record_success(cur, run: Run) -> None:

@@ -221,6 +221,8 @@ def _chunks(cur, run, fact: FactByPartition, lines: FactInput, h: Handoff, setti
                *fact.measures, fact.version, "source"]
     stored_days = []
     chunks = lines.chunks(settings.fact_chunk_rows)
+    for stage in ("lookup", "compare", "copy"):  # the progress bars' totals
+        run.bars.expect(stage, sum(lines.month_rows.values()))
     last = {month_of(f): i for i, group in enumerate(chunks) for f in group}
     with AsOfLookup(fact, h.versions, threads=settings.duckdb_threads,
                     memory_limit=settings.duckdb_memory_limit,

@@ -170,7 +170,8 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
     schema, table = fact.table.split(".")
     if builds.analyses:  # the new months are analysed where they are built
         stale_stats = [t for t in stale_stats if t in sizes]
-    with stage("copy", write.height):
+    with stage("copy", write.height) as st:
+        st["done"] = rows.height  # lines handled, written or not (the progress bar)
         parts = write.with_columns(_m=pl.col(D) // 100).partition_by(
             "_m", as_dict=True)
         for (m,), part in sorted(parts.items()):
