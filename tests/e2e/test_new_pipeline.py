@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from retail_etl.db.connect import connect
 from retail_etl.flow import load_drop
+from retail_etl.schema import apply_schema
 from retail_etl.spec import (
     Column,
     DimensionDate,
@@ -110,3 +112,30 @@ def test_a_pipeline_declared_outside_the_engine_loads_end_to_end(settings, dsn, 
 def _tables(dsn):
     return (rows(dsn, "SELECT f::text FROM dw.fact_redemption f ORDER BY 1"),
             rows(dsn, "SELECT d::text FROM dw.dim_promotion d ORDER BY 1"))
+
+
+def test_a_reference_declared_later_joins_a_fact_table_that_has_lines(settings, dsn, tmp_path):
+    """The fact first loaded without promotions; then the project declares dim_promotion
+    and the reference: the table gains the column (old lines at the unknown member), and
+    the next load of those lines points them to their promotions."""
+    plain = Entity("redemptions", tuple(c for c in REDEMPTIONS.columns if c.name != "promo_code"))
+    fact_plain = FactByPartition(
+        name="fact_redemption", entity=plain, table="dw.fact_redemption",
+        natural_key=("redemption_id",), event_ts="redeemed_at", version="updated_at",
+        references=(), measures={"saved": pl.col("saved")}, dtypes={"saved": pl.Decimal(12, 2)},
+        date_key="day_key")
+    d0 = tmp_path / "d0"
+    _csv(d0 / "redemptions.csv", "redemption_id,redeemed_at,saved,updated_at",
+         "R-1,2024-01-05T10:00:00Z,1.50,")
+    load_drop(Project((DimensionDate(), fact_plain)), settings, d0)
+    d1, _ = _drops(tmp_path)
+    conn = connect(dsn)  # what the next run does first: the project's schema
+    apply_schema(conn, PROJECT)
+    conn.close()
+    assert rows(dsn, "SELECT redemption_id, promotion_key FROM dw.fact_redemption") == [
+        ("R-1", -1)]  # the old line: the unknown member until it is loaded again
+    run = load_drop(PROJECT, settings, d1)
+    assert run.counts["redemptions"].balanced()
+    assert _facts(dsn)[0] == ("R-1", 20240105, "1.50", "P-10", "Ten off", "10.00", False)
+    assert rows(dsn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'fact_redemption' "
+                     "AND indexname = 'fact_redemption_promotion_idx'") == [(1,)]
