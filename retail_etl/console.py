@@ -56,9 +56,15 @@ class _Rate(ProgressColumn):
             return Text("")
         speed = task.finished_speed or task.speed
         left = task.time_remaining
-        parts = [f"{task.completed:,.0f}/{task.total:,.0f} rows"]
-        if speed:
-            parts.append(f"{speed:,.0f} rows/s")
+        if task.fields.get("unit") == "bytes":  # a drop's size is known before its rows
+            mb = 1024 * 1024
+            parts = [f"{task.completed / mb:,.1f}/{task.total / mb:,.1f} MB"]
+            if speed:
+                parts.append(f"{speed / mb:,.1f} MB/s")
+        else:
+            parts = [f"{task.completed:,.0f}/{task.total:,.0f} rows"]
+            if speed:
+                parts.append(f"{speed:,.0f} rows/s")
         if left is not None and task.completed < task.total:
             parts.append(f"eta {int(left) // 60}:{int(left) % 60:02d}")
         return Text("  ".join(parts))
@@ -70,16 +76,17 @@ class Bars:
     indeterminate bar with its elapsed time. A no-op when not interactive()."""
 
     def __init__(self, prefix: str):
-        self.prefix, self.tasks, self.expected = prefix, {}, {}
+        self.prefix, self.tasks, self.expected, self.units = prefix, {}, {}, {}
         self.live = Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), _Rate(),
             console=err, transient=True) if interactive() else None
 
-    def expect(self, name: str, rows: int) -> None:
-        """The rows stage `name` will handle in all (across its entries)."""
+    def expect(self, name: str, rows: int, unit: str = "rows") -> None:
+        """The rows (or bytes) stage `name` will handle in all (across its entries)."""
         self.expected[name] = self.expected.get(name, 0) + rows
+        self.units[name] = unit
         if name in self.tasks and self.live:
-            self.live.update(self.tasks[name], total=self.expected[name])
+            self.live.update(self.tasks[name], total=self.expected[name], unit=unit)
 
     def enter(self, name: str):
         if self.live is None:
@@ -88,7 +95,8 @@ class Bars:
             self.live.start()
         if name not in self.tasks:
             self.tasks[name] = self.live.add_task(f"{self.prefix}: {name}",
-                                                  total=self.expected.get(name))
+                                                  total=self.expected.get(name),
+                                                  unit=self.units.get(name, "rows"))
         return self.tasks[name]
 
     def advance(self, task, n: int) -> None:

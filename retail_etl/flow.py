@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import adbc_driver_manager
 import polars as pl
@@ -162,8 +163,10 @@ def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[s
     file and writes the valid rows back to staging (a fact's rows split by partition
     month), so memory holds one file at a time."""
     with run.stage("extract") as st:
+        bytes_read = SimpleNamespace(  # files report their bytes: rows are unknown yet
+            expect=lambda n: run.bars.expect("extract", n, unit="bytes"), advance=st["advance"])
         extracted, pulls, origins = extract_all(run.staging / "extract", cur, project,
-                                                 settings, sources, full)
+                                                 settings, sources, full, bytes_read)
         st["rows"] = sum(x.rows for x in extracted.values())
     run.bars.expect("validate", st["rows"])
     h = Handoff(project.dates, origins, pulls)

@@ -308,11 +308,14 @@ def _as_text(df: pl.DataFrame) -> pl.DataFrame:
 
 def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path,
             first_file: int = 1, allow_empty: bool = False,
-            encoding: str = "utf-8") -> dict[str, Extracted]:
+            encoding: str = "utf-8", progress=None) -> dict[str, Extracted]:
     """Stage every file of the drop as zstd Parquet under stage_dir/<entity>/NNNNN.parquet,
     files numbered from first_file (the load order of the run). `rows` counts every
-    record read, the malformed ones (kept apart as rejects) too."""
+    record read, the malformed ones (kept apart as rejects) too. progress: told the
+    drop's bytes, then each file's as it is staged (console.Bars, via the run)."""
     found = discover(source_dir, entities, allow_empty)
+    if progress is not None:
+        progress.expect(sum(p.stat().st_size for ps in found.values() for p in ps))
     result: dict[str, Extracted] = {}
     file_no = first_file - 1
     for entity in entities:
@@ -342,6 +345,8 @@ def extract(source_dir: Path, entities: tuple[Entity, ...], stage_dir: Path,
             ex.files.append(path)
             ex.staged.append(target)
             ex.rows += df.height
+            if progress is not None:
+                progress.advance(path.stat().st_size)
         if extra:  # reported once per entity, not once per file
             console.warn(f"{entity.name}: ignoring unknown columns: "
                          + ", ".join(f"{c} ({n} of {len(ex.files)} files)" for c, n in sorted(extra.items())))

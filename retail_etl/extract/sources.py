@@ -23,7 +23,7 @@ def source_dsn(settings: Settings, name: str, cfg: PostgresSource) -> str:
 
 
 def extract_all(stage: Path, cur, project: Project, settings: Settings,
-                sources: dict[str, Source], full: bool
+                sources: dict[str, Source], full: bool, progress=None
                 ) -> tuple[dict[str, Extracted], list, list[tuple[int, str]]]:
     """Every source staged as the project's entities; files numbered in source order.
     Also returns the database sources' pulls, and [(first file number, source name)]:
@@ -35,7 +35,7 @@ def extract_all(stage: Path, cur, project: Project, settings: Settings,
         origins.append((file_no, name))
         if isinstance(cfg, FilesSource):
             got = extract(cfg.dir, entities, stage, file_no, allow_empty=len(sources) > 1,
-                          encoding=cfg.encoding)
+                          encoding=cfg.encoding, progress=progress)
         else:
             if project.oltp is None:
                 raise ConfigError(f"sources.{name}: this project maps no database tables "

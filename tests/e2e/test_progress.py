@@ -29,7 +29,10 @@ def test_a_terminal_sees_rows_of_expected_per_stage(settings, tmp_path, monkeypa
         seen.append({t.description: (t.completed, t.total) for t in self.live.tasks})
 
     monkeypatch.setattr(console.Bars, "advance", spy)
-    load(settings, write_drop(tmp_path / "d", sales=_sales(300)))
+    write_drop(tmp_path / "d", sales=_sales(300))
+    load(settings, tmp_path / "d")
+    drop = sum(f.stat().st_size for f in (tmp_path / "d").iterdir())
+    assert any(s.get("run 1: extract") == (drop, drop) for s in seen), seen  # bytes
     assert any(s.get("run 1: validate") == (300, 300) for s in seen), seen
     assert any(s.get("run 1: lookup") == (300, 300) for s in seen), seen
     assert any(s.get("run 1: copy") == (300, 300) for s in seen), seen
