@@ -19,6 +19,7 @@ def _sales(n: int) -> list[list]:
 def test_a_terminal_sees_rows_of_expected_per_stage(settings, tmp_path, monkeypatch):
     screen = io.StringIO()
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setitem(console._quiet, "on", False)  # whatever a --json test left
     monkeypatch.setattr(console, "err", Console(file=screen, force_terminal=True, width=160,
                                                  color_system=None))
     seen = []
