@@ -50,19 +50,19 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
     version valid at their event time. Touches only those facts, and only the months from
     `since` on (earlier sales keep their versions: see scd2.diff)."""
     K, B = dim.surrogate_key, dim.business_key
-    recent = ""
-    if since is not None and since.year > 1:
-        recent = (f"AND f.{fact.date_key} >= {since.strftime('%Y%m%d')} "
-                  f"AND f.{fact.event_ts} >= '{since.isoformat()}'::timestamptz")
+    recent, params = "", [run_id]
+    if since is not None and since.year > 1:  # bound: $2 prunes months, $3 the instant
+        recent = f"AND f.{fact.date_key} >= $2 AND f.{fact.event_ts} >= $3"
+        params += [int(since.strftime("%Y%m%d")), since]
     cur.execute(f"""
-        UPDATE {fact.table} f SET {column} = h.{K}, run_id = {run_id}
+        UPDATE {fact.table} f SET {column} = h.{K}, run_id = $1
         FROM {stg}_repoint r
         JOIN {stg}_history h ON h.{B} = r.{B}
         WHERE f.{column} = r.{K}
           AND f.{fact.event_ts} >= h.lookup_from
           AND f.{fact.event_ts} < coalesce(h.valid_to, 'infinity')
           AND f.{column} <> h.{K} {recent}
-    """)
+    """, parameters=tuple(params))
     return cur.rowcount
 
 

@@ -211,3 +211,18 @@ def test_the_permutation_property_catches_an_order_dependent_variant(cluster, tm
 
     with pytest.raises(AssertionError):
         variant()
+
+
+def test_a_sale_at_a_version_instant_keeps_that_version_when_re_pointed(settings, dsn, tmp_path):
+    """Issue 20: a version's range is [valid_from, valid_to). A sale exactly at 2024-02-01
+    belongs to the version that begins then, also when a later drop re-ranges the versions
+    around it and the run re-points that sale."""
+    at = "2024-02-01T00:00:00Z"
+    load(settings, write_drop(tmp_path / "d1", products=[
+        prod("P-1", "1.00", "2024-01-01T00:00:00Z"), prod("P-1", "2.00", at)],
+        sales=[sale("O-1", 1, at)]))
+    run = load(settings, write_drop(tmp_path / "d2", products=[
+        prod("P-1", "1.50", "2024-01-15T00:00:00Z"), prod("P-1", "3.00", "2024-03-01T00:00:00Z")]))
+    assert run.counts["products"].loaded == 2
+    assert rows(dsn, "SELECT f.order_id, p.price::text FROM dw.fact_sales f "
+                     "JOIN dw.dim_product p USING (product_key)") == [("O-1", "2.00")]
