@@ -108,7 +108,7 @@ class Bars:
         task = self.tasks.get(name)
         if self.live is None or task is None:
             return
-        t = self.live.tasks[[x.id for x in self.live.tasks].index(task)]
+        t = next(x for x in self.live.tasks if x.id == task)
         if t.total is None or t.completed >= t.total:
             self.live.remove_task(task)
             del self.tasks[name]

@@ -18,7 +18,8 @@ import adbc_driver_manager
 
 from retail_etl.errors import EtlError
 
-TRANSIENT_STATES = {"57P01", "57P02", "57P03", "53300", "40001", "40P01"}
+ENDED_STATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, cannot connect now
+TRANSIENT_STATES = ENDED_STATES | {"53300", "40001", "40P01"}
 
 # libpq's words when no SQLSTATE exists: the server could not be reached ...
 _UNREACHABLE = re.compile(r"connection refused|the database system is starting up|timeout "
@@ -38,7 +39,7 @@ def lost(e: BaseException) -> bool:
     """The session to the server is gone (or never began): nothing it did was committed."""
     state = sqlstate(e)
     if state:
-        return state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+        return state.startswith("08") or state in ENDED_STATES
     return bool(_LOST.search(str(e)) or _UNREACHABLE.search(str(e)))
 
 
