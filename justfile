@@ -28,3 +28,8 @@ sweep *ARGS:
 # The OLTP source: a day of changes against the size of the database -> results/oltp.md
 bench-oltp *ARGS:
     python3 -m benchmarks.oltp {{ARGS}}
+
+# Mutation testing of the core (mutmut; about an hour on 2 cores, not in CI: run it before a
+# release) -> tests/mutation/report.md. `just mutate 'retail_etl.load.merge*'` reruns some.
+mutate *ARGS:
+    python3 -m tests.mutation.run {{ARGS}}

@@ -40,7 +40,12 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def cluster():
-    root = Path(tempfile.mkdtemp(prefix="retail-etl-test-"))
+    """A server of the session's own, or, with RETAIL_ETL_TEST_CLUSTER=<dir>, the one there
+    (started if need be, left running): `just mutate` runs a pytest per mutant, and starting
+    a server for each would cost more than its tests."""
+    shared = os.environ.get("RETAIL_ETL_TEST_CLUSTER")
+    root = Path(shared) if shared else Path(tempfile.mkdtemp(prefix="retail-etl-test-"))
+    root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # the server account must reach it
     c = Cluster(root / "pg")
     c.up()
@@ -49,6 +54,9 @@ def cluster():
     apply_schema(conn, PROJECT)
     conn.close()
     yield c
+    if shared:
+        c.drop_database(TEMPLATE)
+        return
     c.down()
     shutil.rmtree(root, ignore_errors=True)  # a cluster's data is ~40 MB per session
 

@@ -128,7 +128,9 @@ def scaled(n: int) -> int:
 
 # ---- warehouses and shops for the properties and the database source ----------------------
 
-TEMPLATE = "retail_template"  # the warehouse schema, cloned per test (conftest.py)
+# the warehouse schema, cloned per test (conftest.py); one per process, so that processes
+# sharing one server (the mutation lane) each build theirs with the code they test
+TEMPLATE = f"retail_template_{os.getpid()}"
 
 
 DAY0 = datetime(2024, 1, 1, tzinfo=UTC)

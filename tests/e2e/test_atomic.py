@@ -9,7 +9,7 @@ from retail_etl import flow
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
 from retail_etl.hooks import InjectedFailure
-from tests.helpers import checksum, load, rows, start_paused, write_drop
+from tests.helpers import TEMPLATE, checksum, load, rows, start_paused, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -115,7 +115,7 @@ def test_parallel_builds_give_the_same_warehouse_as_the_runs_own_session(cluster
     monkeypatch.setattr(flow, "VALIDATE_ROWS", 1)  # a valid file per source file and month
     sums = []
     for streams in (0, 2):
-        dsn = cluster.create_database(f"t_streams_{streams}_{os.getpid()}", template="retail_template")
+        dsn = cluster.create_database(f"t_streams_{streams}_{os.getpid()}", template=TEMPLATE)
         s = Settings(dsn=dsn, data_dir=tmp_path / f"data{streams}", copy_streams=streams,
                      fact_chunk_rows=1)
         load(s, d1)

@@ -148,11 +148,16 @@ def test_later_drop_corrects_a_line_and_an_older_state_is_ignored(settings, dsn,
 
 
 def test_conservation_is_recorded_per_run_and_entity(settings, dsn, tmp_path):
-    load(settings, write_drop(tmp_path / "d", products=[prod("P-1"), prod("P-1"), prod("")],
-                              sales=[sale("O-1", 1, T0), sale("O-1", 1, T0), sale("O-2", 0, T0)]))
-    got = rows(dsn, "SELECT entity, rows_read, rows_loaded, rows_merged, rows_rejected, "
-                    "rows_duplicate FROM etl.run_entities WHERE rows_read > 0 ORDER BY entity")
-    assert got == [("products", 3, 1, 0, 1, 1), ("sales", 3, 1, 0, 1, 1)]
+    # every count different, so that two of them swapped fails (issue 20)
+    load(settings, write_drop(tmp_path / "d", products=[prod("P-1"), prod("P-1"), prod("P-1"),
+                                                        prod(""), prod("P-2")],
+                              sales=[sale("O-1", 1, T0), sale("O-1", 1, T0), sale("O-2", 0, T0),
+                                     sale("O-3", 0, T0), sale("O-4", 1, T0)]))
+    load(settings, write_drop(tmp_path / "d2", products=[prod("P-1"), prod("P-3")]))
+    got = rows(dsn, "SELECT run_id, entity, rows_read, rows_loaded, rows_merged, rows_rejected, "
+                    "rows_duplicate FROM etl.run_entities WHERE rows_read > 0 ORDER BY 1, 2")
+    assert got == [(1, "products", 5, 2, 0, 1, 2), (1, "sales", 5, 2, 0, 2, 1),
+                   (2, "products", 2, 1, 1, 0, 0)]
 
 
 # ---- the warehouse ---------------------------------------------------------------------------

@@ -10,11 +10,15 @@ from pipelines.sources import CUSTOMERS, PRODUCTS, SALES
 from retail_etl.transform import clean, quality
 
 
-def _validate(entity, records: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _validate(entity, records: list[dict], where: list[tuple[str, int]] | None = None,
+              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate records as read from files: `where` gives each one's (file, line); by
+    default one file, f.csv, from line 2 (after the header)."""
+    where = where or [("f.csv", i + 2) for i in range(len(records))]
     df = pl.DataFrame(
         [{c: r.get(c) for c in entity.column_names} for r in records],
         schema={c: pl.String for c in entity.column_names},
-    ).with_columns(_file=pl.lit("f.csv"), _line=pl.int_range(2, len(records) + 2),
+    ).with_columns(_file=pl.Series([f for f, _ in where]), _line=pl.Series([n for _, n in where]),
                    _seq=pl.int_range(0, len(records)))
     return quality.split(quality.validate(df.lazy(), entity).collect(), df.lazy(), entity)
 
@@ -115,3 +119,21 @@ def test_cleaned_values_and_types():
                                                updated_at="2024-01-01")])
     assert valid["unit_price"].to_list() == [Decimal("9999999999.99")]
     assert rejects["rules"].to_list() == [["unit_price:not_a_decimal_12_2"]]
+
+
+def test_a_reject_names_its_own_file_and_line():
+    """Rows of two files, interleaved, with gaps in the line numbers (a blank line, a quoted
+    newline): each reject carries the file and line it came from, not its position."""
+    good = dict(order_id="O-1", line_number="1", order_ts="2024-01-01T00:00:00Z",
+                product_id="P-1", quantity="2", unit_price="1.50")
+    records = [good, good | {"quantity": "0"}, good, good | {"order_id": ""},
+               good | {"unit_price": "x"}]
+    where = [("2024-01.csv", 2), ("2024-01.csv", 3), ("2024-02.csv", 2), ("2024-02.csv", 7),
+             ("2024-01.csv", 41)]
+    valid, rejects = _validate(SALES, records, where)
+    assert valid.height == 2
+    assert rejects.select("file", "line").rows() == [
+        ("2024-01.csv", 3), ("2024-02.csv", 7), ("2024-01.csv", 41)]
+    assert rejects["rules"].to_list() == [
+        ["quantity:zero"], ["order_id:required"], ["unit_price:not_a_decimal_12_2"]]
+    assert '"quantity":"0"' in rejects["row"][0] and '"unit_price":"x"' in rejects["row"][2]

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines.fact_sales import FACT_SALES
 
@@ -32,3 +34,20 @@ def _total(quantity: int, unit_price: str, discount: str | None) -> Decimal:
 ])
 def test_total_amount_is_exact_to_the_cent(quantity, unit_price, discount, total):
     assert _total(quantity, unit_price, discount) == Decimal(total)
+
+
+INT4 = 2**31 - 1
+CENTS = 10**12 - 1  # numeric(12,2): 9,999,999,999.99
+# drawn near the limits as often as anywhere: the extremes, their neighbours, and values
+# whose product is just past float's 2**53 exact range
+quantities = st.one_of(st.sampled_from([INT4, -INT4, 1, -1, 2**24, 2**24 + 1]),
+                       st.integers(-INT4, INT4))
+cents = st.one_of(st.sampled_from([CENTS, CENTS - 1, 0, 1, 2**53 // 10**6]),
+                  st.integers(0, CENTS))
+
+
+@given(quantity=quantities, price=cents, discount=st.one_of(st.none(), cents))
+def test_total_amount_is_exact_anywhere_in_the_columns_range(quantity, price, discount):
+    unit_price, off = Decimal(price) / 100, Decimal(discount or 0) / 100
+    got = _total(quantity, str(unit_price), None if discount is None else str(off))
+    assert got == quantity * unit_price - off
