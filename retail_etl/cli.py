@@ -171,6 +171,10 @@ def load(
     if as_json:
         console.out.print_json(json.dumps(summary, default=str))
     console.info(_summary_line(run))
+    for r in run.refreshed:
+        if r.error:
+            console.warn(f"the mart's {r.view} was not refreshed ({r.error}); the load is "
+                         "committed, and the next run (or `retail-etl refresh`) retries it")
     if any(c.inferred for c in run.counts.values()):
         console.info("inferred: members made for ids the sales use that no source described "
                      "yet; their attributes fill in when a source describes them")
@@ -330,6 +334,37 @@ def sources(
         console.info(f"no sources configured in {config_file()}")
         return
     _render(pl.DataFrame(rows), f"Sources ({config_file()})", as_json)
+
+
+@app.command()
+@handled
+def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Refresh the mart's materialized views now.
+
+    Every load that changes facts or dimensions refreshes them after its commit; this is for
+    a refresh that failed, or a mart you want fresh before the next load.
+
+    Example:
+        retail-etl refresh
+    """
+    import polars as pl
+
+    from retail_etl.db.connect import connect
+    from retail_etl.load import refresh as mart_refresh
+
+    conn = connect(_dsn(dsn), autocommit=True)
+    try:
+        done = mart_refresh.refresh(conn, None)
+    finally:
+        conn.close()
+    df = pl.DataFrame({"view": [r.view for r in done],
+                       "seconds": [round(r.seconds, 3) for r in done],
+                       "error": [r.error for r in done]}, schema_overrides={"error": pl.String})
+    _render(df, "Mart refreshed", as_json)
+    failed = [r for r in done if r.error]
+    if failed:
+        raise EtlError(f"{len(failed)} of the mart's views could not be refreshed: "
+                       f"{failed[0].view}: {failed[0].error}")
 
 
 @app.command()

@@ -26,7 +26,7 @@ from retail_etl.extract.sources import extract_all
 from retail_etl.hooks import checkpoint
 from retail_etl.kinds import dim_scd2, fact_by_partition
 from retail_etl.kinds.handoff import Handoff
-from retail_etl.load import partitions, rejects
+from retail_etl.load import partitions, refresh, rejects
 from retail_etl.run import (
     Run,
     mark_killed,
@@ -78,6 +78,10 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
                            profile_root=settings.data_dir / "profiles" if profile else None)
             _transaction(conn, ledger, run, project, settings, sources, full)
             _analyze(ledger, dsn, run, project)
+            _refresh(ledger, run)
+            with ledger.cursor() as cur:
+                record_stages(cur, run)
+                record_end(cur, run)  # after the ANALYZE and the refresh, as the summary says
             run.profile.write(run)
         return run
     finally:
@@ -272,9 +276,18 @@ def _analyze(ledger, dsn: str, run: Run, project: Project, streams: int = 2) -> 
         finally:
             for c in extra:
                 c.close()
+
+
+def _refresh(ledger, run: Run) -> None:
+    """The mart's materialized views, after the commit, when the run changed what they read
+    or an earlier refresh is still owed (failed, or views rebuilt empty by a new schema)."""
     with ledger.cursor() as cur:
-        record_stages(cur, run)
-        record_end(cur, run)  # after the ANALYZE, as the summary line says
+        owed = refresh.pending(cur)
+    if not (run.changed() or owed):
+        return
+    with run.stage("refresh") as st:
+        run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"])
+        st["rows"] = len(run.refreshed)
 
 
 def _message(e: BaseException) -> str:

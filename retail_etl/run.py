@@ -76,6 +76,7 @@ class Run:
     failed_stage: str | None = None  # the innermost stage an exception left, for its message
 
     bars: console.Bars | None = None  # progress on a terminal (see console.Bars)
+    refreshed: list = field(default_factory=list)  # load/refresh.Refreshed, after the commit
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
@@ -128,7 +129,12 @@ class Run:
             "entities": {k: vars(v) for k, v in self.counts.items()},
             "partitions": self.partitions,
             "stages": [vars(s) for s in self.stages],
+            "refreshed": [vars(r) for r in self.refreshed],
         }
+
+    def changed(self) -> bool:
+        """Whether the run changed facts or dimensions (what the mart reads)."""
+        return any(c.loaded or c.inferred or c.deleted for c in self.counts.values())
 
 
 def open_run(ledger, source: str, staging_root: Path, *, dsn: str,

@@ -63,3 +63,13 @@ CREATE TABLE IF NOT EXISTS etl.schema_state (
     digest     text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The mart's materialized views: when each was last refreshed, by which run, and the error
+-- of the last attempt if it failed (the next run retries it; see load/refresh.py).
+CREATE TABLE IF NOT EXISTS etl.mart_refresh (
+    view_name    text PRIMARY KEY,
+    refreshed_at timestamptz,
+    run_id       bigint,
+    seconds      double precision,
+    error        text
+);

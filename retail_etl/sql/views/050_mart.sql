@@ -1,0 +1,256 @@
+-- The mart: the one schema the warehouse's readers query (analysts, reports, notebooks; the
+-- reporting role sees nothing else). Views over dw, and materialized views (*_mv) for the
+-- heavy aggregations, refreshed by every run that changed facts or dimensions (the run's
+-- `refresh` stage, after its commit; `retail-etl refresh` by hand).
+--
+-- Rebuilt whole whenever the warehouse's DDL changes (this file is applied only then, in the
+-- schema's transaction): its materialized views are then empty until the next refresh.
+--
+-- KPI definitions (each written once, here; the README points readers to this list):
+--   revenue          net sales: sum(total_amount), returns included as negative lines
+--   gross_sales      sum(total_amount) of lines with quantity > 0
+--   returns          -sum(total_amount) of lines with quantity < 0 (a positive amount)
+--   orders           distinct order_id with at least one line in the group
+--   lines            sale lines
+--   units            sum(quantity) (net of returned units)
+--   avg_order_value  revenue / orders
+--   units_per_transaction  units / orders
+--   discount_rate    sum(discount) / sum(quantity * unit_price) over lines with quantity > 0
+--   return_rate      returned units / sold units: -sum(quantity < 0) / sum(quantity > 0)
+--   growth           revenue / prior revenue - 1; NULL without a prior period or when the
+--                    prior revenue is 0 (never 0, never a division error)
+--   month over month: the calendar month before; year over year: the same fiscal month of
+--   the fiscal year before (fiscal years start in February by default and are named for the
+--   calendar year they end in: settings.fiscal_year_start_month).
+-- Every ratio is NULL where its denominator is 0. Amounts are numeric: exact to the cent.
+
+DROP SCHEMA IF EXISTS mart CASCADE;
+CREATE SCHEMA mart;
+
+-- One row per sale line, with what the KPIs group by: its day and fiscal period, and the
+-- product, customer and store versions it points to (attributes as they were at the sale).
+-- `country` is the store's (where the sale was made); a line without one is '(unknown)'.
+CREATE VIEW mart.sales_lines AS
+SELECT f.order_id, f.line_number, f.order_ts,
+       d.date, date_trunc('month', d.date)::date AS month,
+       d.fiscal_year, d.fiscal_quarter, d.fiscal_month,
+       p.product_id, p.product_name, coalesce(p.category, '(unknown)') AS category,
+       c.customer_id, coalesce(c.segment, '(unknown)') AS segment,
+       coalesce(s.store_id, '(unknown)') AS store_id, s.store_name,
+       coalesce(s.country, '(unknown)') AS country,
+       f.quantity, f.unit_price, f.discount, f.total_amount
+FROM dw.fact_sales f
+JOIN dw.dim_date d ON d.date_key = f.date_key
+JOIN dw.dim_product p ON p.product_key = f.product_key
+JOIN dw.dim_customer c ON c.customer_key = f.customer_key
+JOIN dw.dim_store s ON s.store_key = f.store_key;
+
+-- The additive parts of every KPI per day, for the breakdowns readers ask for. A breakdown's
+-- columns are set, the others NULL (breakdown 'total': all NULL). An order lies on one day,
+-- so orders add up over days within a breakdown member.
+CREATE MATERIALIZED VIEW mart.kpi_daily_mv AS
+SELECT date,
+       CASE GROUPING(store_id, category, segment, country)
+            WHEN 15 THEN 'total' WHEN 7 THEN 'store' WHEN 11 THEN 'category'
+            WHEN 13 THEN 'segment' WHEN 14 THEN 'country' WHEN 3 THEN 'store,category'
+       END AS breakdown,
+       store_id, category, segment, country,
+       sum(total_amount)                                         AS revenue,
+       coalesce(sum(total_amount) FILTER (WHERE quantity > 0), 0)  AS gross_sales,
+       coalesce(-sum(total_amount) FILTER (WHERE quantity < 0), 0) AS returns,
+       count(DISTINCT order_id)                                  AS orders,
+       count(*)                                                  AS lines,
+       sum(quantity)                                             AS units,
+       coalesce(sum(quantity) FILTER (WHERE quantity > 0), 0)      AS units_sold,
+       coalesce(-sum(quantity) FILTER (WHERE quantity < 0), 0)     AS units_returned,
+       coalesce(sum(discount) FILTER (WHERE quantity > 0), 0)      AS discount,
+       coalesce(sum(quantity * unit_price) FILTER (WHERE quantity > 0), 0) AS list_sales
+FROM mart.sales_lines
+GROUP BY date, GROUPING SETS ((), (store_id), (category), (segment), (country),
+                              (store_id, category))
+WITH NO DATA;
+CREATE UNIQUE INDEX kpi_daily_mv_key ON mart.kpi_daily_mv
+    (date, breakdown, store_id, category, segment, country) NULLS NOT DISTINCT;
+
+-- The same parts per calendar month (from the days: the heavy work is done once).
+CREATE MATERIALIZED VIEW mart.kpi_monthly_mv AS
+SELECT date_trunc('month', date)::date AS month, breakdown, store_id, category, segment, country,
+       sum(revenue) AS revenue, sum(gross_sales) AS gross_sales, sum(returns) AS returns,
+       sum(orders)::bigint AS orders, sum(lines)::bigint AS lines, sum(units)::bigint AS units,
+       sum(units_sold)::bigint AS units_sold, sum(units_returned)::bigint AS units_returned,
+       sum(discount) AS discount, sum(list_sales) AS list_sales
+FROM mart.kpi_daily_mv
+GROUP BY 1, breakdown, store_id, category, segment, country
+WITH NO DATA;
+CREATE UNIQUE INDEX kpi_monthly_mv_key ON mart.kpi_monthly_mv
+    (month, breakdown, store_id, category, segment, country) NULLS NOT DISTINCT;
+
+-- The KPIs per day and per month (grain), with the period's fiscal calendar.
+CREATE VIEW mart.sales_kpis AS
+WITH parts AS (
+    SELECT 'day' AS grain, date AS period_start, breakdown, store_id, category, segment, country,
+           revenue, gross_sales, returns, orders, lines, units, units_sold, units_returned,
+           discount, list_sales
+    FROM mart.kpi_daily_mv
+    UNION ALL
+    SELECT 'month', month, breakdown, store_id, category, segment, country,
+           revenue, gross_sales, returns, orders, lines, units, units_sold, units_returned,
+           discount, list_sales
+    FROM mart.kpi_monthly_mv
+)
+SELECT p.grain, p.period_start, d.fiscal_year, d.fiscal_quarter, d.fiscal_month,
+       p.breakdown, p.store_id, p.category, p.segment, p.country,
+       p.revenue, p.gross_sales, p.returns, p.orders, p.lines, p.units,
+       round(p.revenue / nullif(p.orders, 0), 2)                 AS avg_order_value,
+       round(p.units::numeric / nullif(p.orders, 0), 4)          AS units_per_transaction,
+       round(p.discount / nullif(p.list_sales, 0), 4)            AS discount_rate,
+       round(p.units_returned::numeric / nullif(p.units_sold, 0), 4) AS return_rate
+FROM parts p
+JOIN dw.dim_date d ON d.date = p.period_start;
+
+-- Month over month and year over year (the same fiscal month a fiscal year before), per
+-- breakdown member.
+CREATE VIEW mart.sales_growth_monthly AS
+SELECT k.period_start AS month, k.fiscal_year, k.fiscal_month,
+       k.breakdown, k.store_id, k.category, k.segment, k.country,
+       k.revenue,
+       pm.revenue AS revenue_prior_month,
+       round(k.revenue / nullif(pm.revenue, 0) - 1, 4) AS growth_month_over_month,
+       py.revenue AS revenue_prior_year,
+       round(k.revenue / nullif(py.revenue, 0) - 1, 4) AS growth_year_over_year
+FROM mart.sales_kpis k
+LEFT JOIN mart.sales_kpis pm
+       ON pm.grain = 'month' AND pm.period_start = (k.period_start - interval '1 month')::date
+      AND pm.breakdown = k.breakdown
+      AND pm.store_id IS NOT DISTINCT FROM k.store_id AND pm.category IS NOT DISTINCT FROM k.category
+      AND pm.segment IS NOT DISTINCT FROM k.segment AND pm.country IS NOT DISTINCT FROM k.country
+LEFT JOIN mart.sales_kpis py
+       ON py.grain = 'month' AND py.fiscal_year = k.fiscal_year - 1
+      AND py.fiscal_month = k.fiscal_month AND py.breakdown = k.breakdown
+      AND py.store_id IS NOT DISTINCT FROM k.store_id AND py.category IS NOT DISTINCT FROM k.category
+      AND py.segment IS NOT DISTINCT FROM k.segment AND py.country IS NOT DISTINCT FROM k.country
+WHERE k.grain = 'month';
+
+-- Like for like, year over year: per month, the stores with sales in it and in the same
+-- fiscal month a year before, opened (as they are now) at least 12 months before the month.
+CREATE VIEW mart.like_for_like_monthly AS
+WITH store_month AS (
+    SELECT period_start AS month, fiscal_year, fiscal_month, store_id, revenue
+    FROM mart.sales_kpis WHERE grain = 'month' AND breakdown = 'store'
+), pairs AS (
+    SELECT n.month, n.store_id, n.revenue, p.revenue AS revenue_prior_year
+    FROM store_month n
+    JOIN store_month p ON p.store_id = n.store_id AND p.fiscal_year = n.fiscal_year - 1
+                      AND p.fiscal_month = n.fiscal_month
+    JOIN dw.dim_store s ON s.store_id = n.store_id AND s.is_current
+    WHERE s.opened_date <= (n.month - interval '12 months')::date
+)
+SELECT month, count(*) AS comparable_stores, sum(revenue) AS revenue,
+       sum(revenue_prior_year) AS revenue_prior_year,
+       round(sum(revenue) / nullif(sum(revenue_prior_year), 0) - 1, 4) AS growth_like_for_like
+FROM pairs
+GROUP BY month;
+
+-- Revenue per product and month (the product as it is now names it).
+CREATE MATERIALIZED VIEW mart.product_monthly_mv AS
+SELECT month, product_id, sum(total_amount) AS revenue, sum(quantity) AS units,
+       count(*) AS lines
+FROM mart.sales_lines
+WHERE product_id IS NOT NULL
+GROUP BY month, product_id
+WITH NO DATA;
+CREATE UNIQUE INDEX product_monthly_mv_key ON mart.product_monthly_mv (month, product_id);
+
+-- Products ranked by revenue per month (equal revenue, equal rank; listed by product id).
+CREATE VIEW mart.top_products_monthly AS
+SELECT m.month, rank() OVER (PARTITION BY m.month ORDER BY m.revenue DESC) AS revenue_rank,
+       m.product_id, p.product_name, p.category, m.revenue, m.units, m.lines
+FROM mart.product_monthly_mv m
+LEFT JOIN dw.dim_product p ON p.product_id = m.product_id AND p.is_current;
+
+-- Categories ranked by revenue per month.
+CREATE VIEW mart.top_categories_monthly AS
+SELECT period_start AS month,
+       rank() OVER (PARTITION BY period_start ORDER BY revenue DESC) AS revenue_rank,
+       category, revenue, units, orders
+FROM mart.sales_kpis
+WHERE grain = 'month' AND breakdown = 'category';
+
+-- Cohorts: customers by the month of their first order, and how many of them ordered again
+-- n months later (months_since 0 is the cohort itself: retention 1).
+CREATE MATERIALIZED VIEW mart.customer_cohorts_mv AS
+WITH active AS (
+    SELECT DISTINCT customer_id, month FROM mart.sales_lines WHERE customer_id IS NOT NULL
+), firsts AS (
+    SELECT customer_id, min(month) AS cohort_month FROM active GROUP BY customer_id
+), sizes AS (
+    SELECT cohort_month, count(*) AS cohort_customers FROM firsts GROUP BY cohort_month
+)
+SELECT f.cohort_month,
+       ((extract(year FROM a.month) - extract(year FROM f.cohort_month)) * 12
+        + extract(month FROM a.month) - extract(month FROM f.cohort_month))::int AS months_since,
+       s.cohort_customers, count(*) AS active_customers,
+       round(count(*)::numeric / s.cohort_customers, 4) AS retention
+FROM active a
+JOIN firsts f USING (customer_id)
+JOIN sizes s USING (cohort_month)
+GROUP BY f.cohort_month, 2, s.cohort_customers
+WITH NO DATA;
+CREATE UNIQUE INDEX customer_cohorts_mv_key ON mart.customer_cohorts_mv (cohort_month, months_since);
+
+-- RFM as of a day: recency (days since the last order up to that day), frequency (orders),
+-- monetary (revenue), each scored 1..5 by quintile (5 best), ties broken by customer id so
+-- that the same warehouse always gives the same scores; segments from R and F.
+CREATE FUNCTION mart.rfm(as_of date)
+RETURNS TABLE (customer_id text, last_order date, recency_days int, frequency bigint,
+               monetary numeric, r smallint, f smallint, m smallint, rfm_segment text)
+LANGUAGE sql STABLE AS $$
+    WITH c AS (
+        SELECT l.customer_id, max(l.date) AS last_order, count(DISTINCT l.order_id) AS frequency,
+               sum(l.total_amount) AS monetary
+        FROM mart.sales_lines l
+        WHERE l.customer_id IS NOT NULL AND l.date <= as_of
+        GROUP BY l.customer_id
+    ), scored AS (
+        SELECT c.*, (as_of - c.last_order) AS recency_days,
+               ntile(5) OVER (ORDER BY c.last_order, c.customer_id)::smallint AS r,
+               ntile(5) OVER (ORDER BY c.frequency, c.customer_id)::smallint AS f,
+               ntile(5) OVER (ORDER BY c.monetary, c.customer_id)::smallint AS m
+        FROM c
+    )
+    SELECT customer_id, last_order, recency_days, frequency, monetary, r, f, m,
+           CASE WHEN r >= 4 AND f >= 4 THEN 'Champions'
+                WHEN r >= 3 AND f >= 3 THEN 'Loyal'
+                WHEN r >= 4 THEN 'New or promising'
+                WHEN r <= 2 AND f >= 3 THEN 'At risk'
+                WHEN r <= 2 THEN 'Lost'
+                ELSE 'Needs attention' END
+    FROM scored
+$$;
+
+-- RFM as of the warehouse's last sale day.
+CREATE MATERIALIZED VIEW mart.rfm_current_mv AS
+SELECT * FROM mart.rfm((SELECT max(date) FROM mart.sales_lines))
+WITH NO DATA;
+CREATE UNIQUE INDEX rfm_current_mv_key ON mart.rfm_current_mv (customer_id);
+
+-- Stores compared per fiscal year, with the store's attributes as they were at each sale
+-- (a store that moved city shows in both), and as they are now (one row per store).
+CREATE VIEW mart.store_sales_as_sold AS
+SELECT d.fiscal_year, s.store_id, s.store_name, s.store_type, s.city, s.country,
+       count(DISTINCT f.order_id) AS orders, sum(f.total_amount) AS revenue
+FROM dw.fact_sales f
+JOIN dw.dim_date d ON d.date_key = f.date_key
+JOIN dw.dim_store s ON s.store_key = f.store_key
+GROUP BY d.fiscal_year, s.store_id, s.store_name, s.store_type, s.city, s.country;
+
+CREATE VIEW mart.store_sales_as_now AS
+SELECT d.fiscal_year, s.store_id, coalesce(now_s.store_name, s.store_name) AS store_name,
+       coalesce(now_s.store_type, s.store_type) AS store_type,
+       coalesce(now_s.city, s.city) AS city, coalesce(now_s.country, s.country) AS country,
+       count(DISTINCT f.order_id) AS orders, sum(f.total_amount) AS revenue
+FROM dw.fact_sales f
+JOIN dw.dim_date d ON d.date_key = f.date_key
+JOIN dw.dim_store s ON s.store_key = f.store_key
+LEFT JOIN dw.dim_store now_s ON now_s.store_id = s.store_id AND now_s.is_current
+GROUP BY 1, 2, 3, 4, 5, 6;

@@ -1,0 +1,171 @@
+"""The mart (issue 19): its KPIs against a recomputation from the raw drop files in Polars,
+written from the contract (not from the engine's code), exact to the cent; late history and
+corrections flowing through the refresh; a failed refresh that leaves the load standing."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from retail_etl.generate.drops import generate_drops
+from tests.helpers import execute, load, rows, write_drop
+
+T0 = "2024-01-01T00:00:00Z"
+
+
+def _cents(x: Decimal, places: int) -> str:
+    return str(x.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def _utc(c: pl.Expr) -> pl.Expr:
+    """ISO 8601 with an offset, or without one (then UTC), 'T' or a space between."""
+    c = c.str.replace(" ", "T")
+    return pl.coalesce(c.str.to_datetime("%Y-%m-%dT%H:%M:%S%#z", time_zone="UTC", strict=False),
+                       c.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False)
+                       .dt.replace_time_zone("UTC"))
+
+
+def expected_lines(drops: list[Path]) -> pl.DataFrame:
+    """The sale lines the contract says a warehouse holds after these drops (clean ones:
+    nothing to reject): per (order_id, line_number), the row with the latest updated_at (NULL:
+    its order_ts), on a tie the last in load order (drops, then files by name, then lines)."""
+    frames = []
+    for d, drop in enumerate(drops):
+        for f, path in enumerate(sorted(drop.glob("sales*.csv*"))):
+            frames.append(pl.read_csv(path, infer_schema=False).with_columns(
+                _order=pl.lit(d * 10_000 + f), _line=pl.int_range(pl.len())))
+    raw = pl.concat(frames).with_columns(
+        pl.col("order_id", "customer_id").str.strip_chars(),
+        order_ts=_utc(pl.col("order_ts")), updated_at=_utc(pl.col("updated_at")))
+    latest = (raw.with_columns(version=pl.coalesce("updated_at", "order_ts"))
+              .sort("version", "_order", "_line")
+              .group_by("order_id", "line_number", maintain_order=True).last())
+    return latest.with_columns(
+        month=pl.col("order_ts").dt.truncate("1mo").dt.date(),
+        quantity=pl.col("quantity").cast(pl.Int64),
+        total=pl.col("quantity").cast(pl.Decimal(22, 0)) * pl.col("unit_price").cast(pl.Decimal(12, 2))
+        - pl.col("discount").replace("", None).cast(pl.Decimal(12, 2)).fill_null(0),
+        customer_id=pl.col("customer_id").replace("", None),
+    )
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mart_drops")
+    generate_drops(out, 6_000, seed=7, drops=3, dirt=False)
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def test_mart_kpis_equal_a_recomputation_from_the_drop_files(settings, dsn, generated):
+    for drop in generated:
+        run = load(settings, drop)
+        assert all(c.rejected == 0 for c in run.counts.values())
+        assert [r.error for r in run.refreshed] == [None] * 5
+    lines = expected_lines(generated)
+    monthly = (lines.group_by("month").agg(revenue=pl.col("total").sum(),
+                                           orders=pl.col("order_id").n_unique(),
+                                           units=pl.col("quantity").sum())
+               .sort("month"))
+    by_month = {r["month"]: r for r in monthly.iter_rows(named=True)}
+    want = []
+    for m, r in by_month.items():
+        prior = by_month.get(m.replace(year=m.year - 1))  # the same fiscal month, a year before
+        yoy = (_cents(r["revenue"] / prior["revenue"] - 1, 4) if prior else None)
+        want.append((m, str(r["revenue"]), r["orders"], _cents(r["revenue"] / r["orders"], 2),
+                     _cents(Decimal(r["units"]) / r["orders"], 4), yoy))
+    got = rows(dsn, """
+        SELECT k.period_start, k.revenue::text, k.orders, k.avg_order_value::text,
+               k.units_per_transaction::text, g.growth_year_over_year::text
+        FROM mart.sales_kpis k
+        JOIN mart.sales_growth_monthly g ON g.month = k.period_start AND g.breakdown = 'total'
+        WHERE k.grain = 'month' AND k.breakdown = 'total' ORDER BY 1""")
+    assert got == want
+    assert sum(r["revenue"] for r in by_month.values()) == Decimal(
+        rows(dsn, "SELECT sum(total_amount)::text FROM dw.fact_sales")[0][0])
+    assert any(w[5] is not None for w in want)  # the drops span more than a year
+
+    # cohorts: customers by their first month, and who ordered again n months later
+    active = lines.filter(pl.col("customer_id").is_not_null()).select("customer_id", "month").unique()
+    firsts = active.group_by("customer_id").agg(cohort=pl.col("month").min())
+    cohorts = (active.join(firsts, on="customer_id")
+               .with_columns(since=(pl.col("month").dt.year() - pl.col("cohort").dt.year()) * 12
+                             + pl.col("month").dt.month().cast(pl.Int32)
+                             - pl.col("cohort").dt.month().cast(pl.Int32))
+               .group_by("cohort", "since").agg(active=pl.len()))
+    sizes = dict(firsts.group_by("cohort").agg(n=pl.len()).iter_rows())
+    want = sorted((c, s, sizes[c], a, _cents(Decimal(a) / sizes[c], 4))
+                  for c, s, a in cohorts.iter_rows())
+    got = rows(dsn, "SELECT cohort_month, months_since, cohort_customers, active_customers, "
+                    "retention::text FROM mart.customer_cohorts_mv ORDER BY 1, 2")
+    assert got == want
+
+
+def test_every_breakdown_adds_up_to_the_total(settings, dsn, generated):
+    """Revenue by store, category, segment, country or store x category sums to the total
+    of the same month: no line is lost to an unknown member or counted twice."""
+    load(settings, generated[0])
+    got = rows(dsn, """
+        SELECT breakdown, count(DISTINCT period_start), bool_and(s = t)
+        FROM (SELECT period_start, breakdown, sum(revenue) AS s FROM mart.sales_kpis
+              WHERE grain = 'month' GROUP BY 1, 2) b
+        JOIN (SELECT period_start, revenue AS t FROM mart.sales_kpis
+              WHERE grain = 'month' AND breakdown = 'total') tot USING (period_start)
+        GROUP BY breakdown ORDER BY 1""")
+    assert [(b, ok) for b, _, ok in got] == [
+        ("category", True), ("country", True), ("segment", True), ("store", True),
+        ("store,category", True), ("total", True)]
+
+
+def prod(pid, cat, at):
+    return [pid, "Widget", cat, "", "", "10.00", at]
+
+
+def sale(oid, ts, qty=1, upd=""):
+    return [oid, 1, ts, "C-1", "S-1", "P-1", qty, "10.00", "", upd]
+
+
+def test_corrections_and_late_history_reach_the_mart(settings, dsn, tmp_path):
+    load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                              sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    by_category = "SELECT category, revenue::text, units FROM mart.sales_kpis WHERE " \
+                  "grain = 'month' AND breakdown = 'category' ORDER BY 1"
+    assert rows(dsn, by_category) == [("Toys", "10.00", 1)]
+    # a correction of the line, and a late version that says P-1 was a game by then
+    run = load(settings, write_drop(tmp_path / "d2", products=[
+        prod("P-1", "Games", "2024-01-03T00:00:00Z")], sales=[
+        sale("O-1", "2024-01-05T10:00:00Z", qty=3, upd="2024-01-06T00:00:00Z")]))
+    assert [r.view for r in run.refreshed][:2] == ["mart.kpi_daily_mv", "mart.kpi_monthly_mv"]
+    assert rows(dsn, by_category) == [("Games", "30.00", 3)]
+    # nothing changed: no refresh owed, none done
+    again = load(settings, write_drop(tmp_path / "d3", sales=[
+        sale("O-1", "2024-01-05T10:00:00Z", qty=3, upd="2024-01-06T00:00:00Z")]))
+    assert again.refreshed == [] and "refresh" not in [s.name for s in again.stages]
+
+
+def test_a_failed_refresh_leaves_the_load_committed_and_the_next_run_retries(settings, dsn,
+                                                                             tmp_path):
+    load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                              sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    # without its unique index, a populated view cannot refresh CONCURRENTLY
+    execute(dsn, "DROP INDEX mart.kpi_daily_mv_key")
+    run = load(settings, write_drop(tmp_path / "d2", sales=[sale("O-2", "2024-01-06T10:00:00Z")]))
+    failed = {r.view: r.error for r in run.refreshed if r.error}
+    assert list(failed) == ["mart.kpi_daily_mv"]
+    assert failed["mart.kpi_daily_mv"] == (
+        'cannot refresh materialized view "mart.kpi_daily_mv" concurrently')
+    assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(2,)]
+    assert rows(dsn, "SELECT status FROM etl.runs ORDER BY run_id") == [("ok",), ("ok",)]
+    assert rows(dsn, "SELECT error IS NOT NULL FROM etl.mart_refresh "
+                     "WHERE view_name = 'mart.kpi_daily_mv'") == [(True,)]
+    execute(dsn, "CREATE UNIQUE INDEX kpi_daily_mv_key ON mart.kpi_daily_mv "
+              "(date, breakdown, store_id, category, segment, country) NULLS NOT DISTINCT")
+    # a run that changes nothing still owes the refresh, and does it
+    retry = load(settings, write_drop(tmp_path / "d3", sales=[sale("O-2", "2024-01-06T10:00:00Z")]))
+    assert retry.counts["sales"].loaded == 0
+    assert [r.error for r in retry.refreshed] == [None] * 5
+    assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
+                     "WHERE grain = 'month' AND breakdown = 'total'") == [("20.00",)]
+    assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
