@@ -338,6 +338,48 @@ def sources(
 
 @app.command()
 @handled
+def report(
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="The HTML file to write (self-contained: opens offline).",
+        show_default=False)] = None,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="First month of the period, YYYY-MM (default: the --to month).",
+        show_default=False)] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Last month, YYYY-MM (default: the warehouse's last month with sales).",
+        show_default=False)] = None,
+    png: Annotated[Path | None, typer.Option(
+        "--png", help="Also write each chart as a PNG into this directory.",
+        show_default=False)] = None,
+    currency: Annotated[str, typer.Option(help="Currency symbol for amounts.")] = "$",
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the KPI report: a period against the prior one, with charts.
+
+    KPIs for the period and the prior period of the same length, the revenue trend, top 10
+    products, stores, cohort retention, RFM segments and the last runs' rejects, from the
+    mart. --json prints the figures (the same warehouse gives the same bytes).
+
+    Example:
+        retail-etl report --out report.html --from 2024-01 --to 2024-03
+    """
+    from retail_etl import report as kpi_report
+
+    if out is None and png is None and not as_json:
+        raise UsageError("nothing to write", hint="pass --out FILE.html, --png DIR or --json")
+    first = kpi_report.month(from_, "--from") if from_ else None
+    last = kpi_report.month(to, "--to") if to else None
+    fig = kpi_report.write(_dsn(dsn), out, first, last, png, currency)
+    if as_json:
+        sys.stdout.write(kpi_report.to_json(fig) + "\n")
+    for what, path in (("report", out), ("charts", png)):
+        if path is not None:
+            console.info(f"{what}: {path}")
+
+
+@app.command()
+@handled
 def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Refresh the mart's materialized views now.
 
@@ -374,8 +416,7 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
     show: Annotated[int | None, typer.Option(help="One run's per-stage breakdown.")] = None,
     chart: Annotated[bool, typer.Option(
-        "--chart", help="With --show: also draw where the time went as a PNG (needs the "
-        "`chart` extra: pip install 'retail-etl[chart]').")] = False,
+        "--chart", help="With --show: also draw where the time went as a PNG.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs and their row counts, or one run's stages.

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from retail_etl import queries
+from retail_etl import queries, report
 from retail_etl.config import FilesSource, PostgresSource, Settings
 from retail_etl.db.connect import resolve_dsn
 from retail_etl.flow import load, load_drop
@@ -26,7 +26,8 @@ CLOCK = datetime(2025, 1, 1, tzinfo=UTC)
 
 def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database: str, lines: int, drops: int,
              say: Callable[[str], None], summary: Callable[[Run], str]) -> pl.DataFrame:
-    """Tell the story through `say` (each run as `summary(run)`); return the KPI table."""
+    """Tell the story through `say` (each run as `summary(run)`), write the KPI report;
+    return the KPI table."""
     out = settings.data_dir / "raw" / "demo"
     generated = generate_drops(out, lines, SEED, drops)
     say(describe(generated))
@@ -43,4 +44,8 @@ def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database:
     say("a business day later, the shop's changes only:")
     shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
     say(summary(load(project, settings, shops)))
+    page = settings.data_dir / "reports" / "demo.html"
+    report.write(resolve_dsn(settings), page, None, None)
+    say(f"report: {page} (the last month against the one before; open it in a browser, or "
+        "`retail-etl report --from YYYY-MM --to YYYY-MM --out FILE`)")
     return queries.kpi_monthly_revenue(resolve_dsn(settings))

@@ -20,6 +20,11 @@ def test_two_demos_give_the_same_kpis_whatever_the_date(cluster, tmp_path):
             told.append(said)
     first, second = tables
     assert first.height > 0 and first.equals(second)
-    assert told[0][1:] == told[1][1:]  # (the first line names the directory and its time)
+    # (the first line names the directory and its time, the last the report's path)
+    assert told[0][1:-1] == told[1][1:-1]
     # the shop's business ends with the drops' (2024), not today's month
     assert first.select("year").max().item() == 2024
+    # it ends with the report (issue 19), the same figures both times
+    assert told[0][-1].startswith(f"report: {tmp_path / 'demo0' / 'reports' / 'demo.html'} ")
+    pages = [(tmp_path / f"demo{i}" / "reports" / "demo.html").read_text() for i in range(2)]
+    assert pages[0].split("<h2>Data quality")[0] == pages[1].split("<h2>Data quality")[0]

@@ -4,6 +4,7 @@ corrections flowing through the refresh; a failed refresh that leaves the load s
 
 from __future__ import annotations
 
+import json
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import polars as pl
 import pytest
 
 from retail_etl.generate.drops import generate_drops
-from tests.helpers import execute, load, rows, write_drop
+from tests.helpers import cli, error_line, execute, load, rows, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -169,3 +170,43 @@ def test_a_failed_refresh_leaves_the_load_committed_and_the_next_run_retries(set
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("20.00",)]
     assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
+
+
+def test_the_report_is_one_offline_file_its_json_the_same_bytes_every_time(settings, dsn,
+                                                                           generated, tmp_path):
+    for drop in generated:
+        load(settings, drop)
+    page, pngs = tmp_path / "r" / "report.html", tmp_path / "png"
+    r = cli("report", "--dsn", dsn, "--out", str(page), "--png", str(pngs),
+            "--from", "2024-10", "--to", "2024-12")
+    assert r.exit_code == 0, r.output
+    body = page.read_text()
+    assert body.count('src="data:image/png;base64,') == 5 and "http" not in body
+    assert sorted(p.name for p in pngs.iterdir()) == [
+        "cohort_retention.png", "revenue_trend.png", "rfm_segments.png", "stores.png",
+        "top_products.png"]
+    first = cli("report", "--dsn", dsn, "--json", "--from", "2024-10", "--to", "2024-12")
+    again = cli("report", "--dsn", dsn, "--json", "--from", "2024-10", "--to", "2024-12")
+    assert first.exit_code == 0 and first.stdout == again.stdout
+    fig = json.loads(first.stdout)
+    assert (fig["period"], fig["prior"]) == (
+        {"from": "2024-10-01", "to": "2024-12-01", "months": 3},
+        {"from": "2024-07-01", "to": "2024-09-01"})
+    revenue = rows(dsn, "SELECT sum(total_amount)::text FROM dw.fact_sales "
+                        "WHERE order_ts >= '2024-10-01' AND order_ts < '2025-01-01'")[0][0]
+    assert fig["kpis"]["period"]["revenue"] == revenue
+    # for people: thousands separators and the currency in the HTML
+    shown = f"${Decimal(revenue):,.2f}"
+    assert shown in body and "," in shown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from", "2024-13"], "Error: --from must be a month as YYYY-MM, got '2024-13'"),
+    (["--from", "2024-05", "--to", "2024-02"], "Error: --from 2024-05 is after --to 2024-02"),
+    ([], "Error: nothing to write"),
+])
+def test_report_mistakes_are_one_line(settings, dsn, tmp_path, args, message):
+    load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                              sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    extra = ["--json"] if args else []
+    assert error_line(cli("report", "--dsn", dsn, *args, *extra), 2) == message  # usage: 2

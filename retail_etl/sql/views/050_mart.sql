@@ -27,6 +27,22 @@
 DROP SCHEMA IF EXISTS mart CASCADE;
 CREATE SCHEMA mart;
 
+-- The ratios of the definitions above, from a group's additive parts: the one place they
+-- are computed (the views below and `retail-etl report` call it).
+CREATE FUNCTION mart.kpi_ratios(revenue numeric, orders bigint, units bigint, units_sold bigint,
+                                units_returned bigint, discount numeric, list_sales numeric,
+                                OUT avg_order_value numeric, OUT units_per_transaction numeric,
+                                OUT discount_rate numeric, OUT return_rate numeric)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT round(revenue / nullif(orders, 0), 2), round(units::numeric / nullif(orders, 0), 4),
+           round(discount / nullif(list_sales, 0), 4),
+           round(units_returned::numeric / nullif(units_sold, 0), 4)
+$$;
+
+-- Growth against a prior period: NULL without one, or when it had no revenue.
+CREATE FUNCTION mart.growth(revenue numeric, prior numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$ SELECT round(revenue / nullif(prior, 0) - 1, 4) $$;
+
 -- One row per sale line, with what the KPIs group by: its day and fiscal period, and the
 -- product, customer and store versions it points to (attributes as they were at the sale).
 -- `country` is the store's (where the sale was made); a line without one is '(unknown)'.
@@ -101,12 +117,12 @@ WITH parts AS (
 SELECT p.grain, p.period_start, d.fiscal_year, d.fiscal_quarter, d.fiscal_month,
        p.breakdown, p.store_id, p.category, p.segment, p.country,
        p.revenue, p.gross_sales, p.returns, p.orders, p.lines, p.units,
-       round(p.revenue / nullif(p.orders, 0), 2)                 AS avg_order_value,
-       round(p.units::numeric / nullif(p.orders, 0), 4)          AS units_per_transaction,
-       round(p.discount / nullif(p.list_sales, 0), 4)            AS discount_rate,
-       round(p.units_returned::numeric / nullif(p.units_sold, 0), 4) AS return_rate
+       r.avg_order_value, r.units_per_transaction, r.discount_rate, r.return_rate,
+       p.units_sold, p.units_returned, p.discount, p.list_sales
 FROM parts p
-JOIN dw.dim_date d ON d.date = p.period_start;
+JOIN dw.dim_date d ON d.date = p.period_start
+CROSS JOIN LATERAL mart.kpi_ratios(p.revenue, p.orders, p.units, p.units_sold, p.units_returned,
+                                   p.discount, p.list_sales) r;
 
 -- Month over month and year over year (the same fiscal month a fiscal year before), per
 -- breakdown member.
@@ -115,9 +131,9 @@ SELECT k.period_start AS month, k.fiscal_year, k.fiscal_month,
        k.breakdown, k.store_id, k.category, k.segment, k.country,
        k.revenue,
        pm.revenue AS revenue_prior_month,
-       round(k.revenue / nullif(pm.revenue, 0) - 1, 4) AS growth_month_over_month,
+       mart.growth(k.revenue, pm.revenue) AS growth_month_over_month,
        py.revenue AS revenue_prior_year,
-       round(k.revenue / nullif(py.revenue, 0) - 1, 4) AS growth_year_over_year
+       mart.growth(k.revenue, py.revenue) AS growth_year_over_year
 FROM mart.sales_kpis k
 LEFT JOIN mart.sales_kpis pm
        ON pm.grain = 'month' AND pm.period_start = (k.period_start - interval '1 month')::date
@@ -147,7 +163,7 @@ WITH store_month AS (
 )
 SELECT month, count(*) AS comparable_stores, sum(revenue) AS revenue,
        sum(revenue_prior_year) AS revenue_prior_year,
-       round(sum(revenue) / nullif(sum(revenue_prior_year), 0) - 1, 4) AS growth_like_for_like
+       mart.growth(sum(revenue), sum(revenue_prior_year)) AS growth_like_for_like
 FROM pairs
 GROUP BY month;
 
