@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     random_page_cost: float = Field(1.1, gt=0, description="the planner's random_page_cost "
                                     "for the run's transaction (SET LOCAL): a warehouse on "
                                     "SSD or in cache; it makes daily merges probe indexes")
+    refresh_mart: Literal["after_load", "manual"] = Field(
+        "after_load", description="when the mart's materialized views refresh: after every "
+        "load that changed what they read, or only by `retail-etl refresh` (a big warehouse "
+        "whose readers are fine with a nightly refresh)")
     sources: dict[str, Source] = Field(default_factory=dict, description="the configured "
                                        "sources, loaded in this order by `retail-etl load`")
 

@@ -78,7 +78,8 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
                            profile_root=settings.data_dir / "profiles" if profile else None)
             _transaction(conn, ledger, run, project, settings, sources, full)
             _analyze(ledger, dsn, run, project)
-            _refresh(ledger, run)
+            if settings.refresh_mart == "after_load":
+                _refresh(ledger, run)
             with ledger.cursor() as cur:
                 record_stages(cur, run)
                 record_end(cur, run)  # after the ANALYZE and the refresh, as the summary says

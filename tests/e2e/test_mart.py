@@ -210,3 +210,16 @@ def test_report_mistakes_are_one_line(settings, dsn, tmp_path, args, message):
                               sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
     extra = ["--json"] if args else []
     assert error_line(cli("report", "--dsn", dsn, *args, *extra), 2) == message  # usage: 2
+
+
+def test_a_manual_mart_waits_for_retail_etl_refresh(settings, dsn, tmp_path):
+    manual = settings.model_copy(update={"refresh_mart": "manual"})
+    run = load(manual, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                                  sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    assert run.refreshed == [] and "refresh" not in [s.name for s in run.stages]
+    assert rows(dsn, "SELECT count(*) FROM pg_matviews WHERE schemaname = 'mart' "
+                     "AND ispopulated") == [(0,)]
+    r = cli("refresh", "--dsn", dsn)
+    assert r.exit_code == 0, r.output
+    assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
+                     "WHERE grain = 'month' AND breakdown = 'total'") == [("10.00",)]
