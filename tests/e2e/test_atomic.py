@@ -131,3 +131,37 @@ def test_parallel_builds_give_the_same_warehouse_as_the_runs_own_session(cluster
             CROSS JOIN LATERAL (SELECT count(*) AS n FROM pg_index x WHERE x.indrelid = c.oid) k
             WHERE i.inhparent = 'dw.fact_sales'::regclass""") == [(6, 5, 5, True)]
     assert sums[0] == sums[1]
+
+
+def test_a_failed_build_stops_the_run_at_its_next_hand_over(dsn):
+    """Issue 20 (mutation survivors in Builders._raise_failed): a month whose build fails
+    while the run is still handing over lines stops the run there, with the build's error,
+    not later at the attach and not never (the hand-over waits for COPY to drain rows that
+    a failed build will never drain)."""
+    import threading
+
+    import pyarrow as pa
+
+    from retail_etl.db.connect import connect
+    from retail_etl.errors import EtlError
+    from retail_etl.load.partitions import Builders
+
+    builds = Builders(lambda: connect(dsn), "dw.no_such_table", "date_key", [], streams=1,
+                      max_rows=0)
+    lines = pa.table({"date_key": [20240101]})
+    raised: list[BaseException] = []
+
+    def hand_over() -> None:
+        try:
+            builds.add(202401, lines)  # its build fails: there is no table to build like
+            builds.add(202402, lines)  # waits for the first month's rows to drain
+        except BaseException as e:  # noqa: BLE001 (what the run would see)
+            raised.append(e)
+
+    t = threading.Thread(target=hand_over, daemon=True)
+    t.start()
+    t.join(30)
+    builds.close(failed=True)
+    assert not t.is_alive(), "the run waited forever for a build that had failed"
+    assert len(raised) == 1 and isinstance(raised[0], EtlError), raised
+    assert "building partition dw.no_such_table_202401 failed" in str(raised[0])
