@@ -284,9 +284,10 @@ def demo(
     console.info(_server_note(settings))
     kpis = run_demo(pipelines.PROJECT, settings, shop_dsn, "retail_oltp", lines, drops, console.info, _summary_line)
     console.table("Monthly revenue by category (last 3 months)", *_rows(kpis))
-    console.info("next: `retail-etl runs` (what each run did), `retail-etl runs --show N` "
-                 "(where its time went), `retail-etl rejects` (what was quarantined and why); "
-                 "`retail-etl db down` stops the server")
+    console.info("next: the report above; `retail-etl runs` (what each run did), "
+                 "`retail-etl runs --show N` (where its time went), `retail-etl rejects` (what "
+                 "was quarantined and why); notebooks/sales_analysis.ipynb (questions to the "
+                 "mart, see the README); `retail-etl db down` stops the server")
 
 
 def _server_note(settings) -> str:
