@@ -395,9 +395,10 @@ def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     from retail_etl.db.connect import connect
     from retail_etl.load import refresh as mart_refresh
 
-    conn = connect(_dsn(dsn), autocommit=True)
+    url = _dsn(dsn)
+    conn = connect(url, autocommit=True)
     try:
-        done = mart_refresh.refresh(conn, None)
+        done = mart_refresh.refresh(conn, None, more=lambda: connect(url, autocommit=True))
     finally:
         conn.close()
     df = pl.DataFrame({"view": [r.view for r in done],

@@ -287,7 +287,8 @@ def _refresh(ledger, run: Run) -> None:
     if not (run.changed() or owed):
         return
     with run.stage("refresh") as st:
-        run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"])
+        run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"],
+                                        more=lambda: connect(run.dsn, autocommit=True))
         st["rows"] = len(run.refreshed)
 
 
