@@ -165,3 +165,20 @@ def test_a_failed_build_stops_the_run_at_its_next_hand_over(dsn):
     assert not t.is_alive(), "the run waited forever for a build that had failed"
     assert len(raised) == 1 and isinstance(raised[0], EtlError), raised
     assert "building partition dw.no_such_table_202401 failed" in str(raised[0])
+
+
+def test_the_profile_counts_the_lines_each_built_month_received(settings, tmp_path):
+    """Issue 20 (a survivor in Builders._build): partition_builds.json says how many lines
+    each month built aside received, exactly."""
+    import json
+
+    from pipelines import PROJECT
+    from retail_etl.flow import load_drop
+
+    rest = ["", "", "P-1", 1, "1.00", "", ""]
+    drop = write_drop(tmp_path / "d", products=[["P-1", "W", "T", "H", "A", "1.00", T0]], sales=[
+        [f"O-{m}-{i}", 1, f"2024-0{m}-1{i % 9}T00:00:00Z", *rest]
+        for m, n in ((1, 3), (2, 5)) for i in range(n)])
+    run = load_drop(PROJECT, settings, drop, profile=True)
+    builds = json.loads((run.profile.dir / "partition_builds.json").read_text())
+    assert sorted((b["month"], b["rows"]) for b in builds) == [(202401, 3), (202402, 5)]
