@@ -68,6 +68,8 @@ def sample(n: int, seed: int = 20) -> list[str]:
 
 
 def report() -> None:
+    if not (ROOT / "mutants").is_dir():
+        sys.exit("no mutation run here yet (mutants/ is missing): `just mutate` makes one")
     reasons = tomllib.loads(REASONS.read_text()) if REASONS.exists() else {}
     status = dict(line.strip().split(": ", 1)
                   for line in mutmut("results", "--all", "true", capture=True).splitlines()
