@@ -75,6 +75,9 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
             first = first or last
             if first > last:
                 raise UsageError(f"--from {first:%Y-%m} is after --to {last:%Y-%m}")
+            if last < span[0] or first > span[1]:
+                raise UsageError(f"no sales from {first:%Y-%m} to {last:%Y-%m}: the warehouse "
+                                 f"has {span[0]:%Y-%m} to {span[1]:%Y-%m}")
             n = (last.year - first.year) * 12 + last.month - first.month + 1
             prior = (_shift(first, -n), _shift(first, -1))
             out = {

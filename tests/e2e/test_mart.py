@@ -204,6 +204,8 @@ def test_the_report_is_one_offline_file_its_json_the_same_bytes_every_time(setti
     (["--from", "2024-13"], "Error: --from must be a month as YYYY-MM, got '2024-13'"),
     (["--from", "2024-05", "--to", "2024-02"], "Error: --from 2024-05 is after --to 2024-02"),
     ([], "Error: nothing to write"),
+    (["--from", "2030-01", "--to", "2030-02"],
+     "Error: no sales from 2030-01 to 2030-02: the warehouse has 2024-01 to 2024-01"),
 ])
 def test_report_mistakes_are_one_line(settings, dsn, tmp_path, args, message):
     load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
@@ -223,3 +225,11 @@ def test_a_manual_mart_waits_for_retail_etl_refresh(settings, dsn, tmp_path):
     assert r.exit_code == 0, r.output
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("10.00",)]
+
+
+def test_refresh_of_a_database_that_is_no_warehouse_is_one_line(cluster):
+    from tests.helpers import fresh_database
+
+    with fresh_database(cluster) as empty:
+        r = cli("refresh", "--dsn", empty)
+        assert error_line(r).endswith("holds no warehouse yet: nothing to refresh")
