@@ -9,7 +9,7 @@ from retail_etl import flow
 from retail_etl.config import Settings
 from retail_etl.errors import LockTimeout
 from retail_etl.hooks import InjectedFailure
-from tests.helpers import TEMPLATE, checksum, load, rows, start_paused, write_drop
+from tests.helpers import TEMPLATE, checksum, execute, load, rows, start_paused, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -182,3 +182,29 @@ def test_the_profile_counts_the_lines_each_built_month_received(settings, tmp_pa
     run = load_drop(PROJECT, settings, drop, profile=True)
     builds = json.loads((run.profile.dir / "partition_builds.json").read_text())
     assert sorted((b["month"], b["rows"]) for b in builds) == [(202401, 3), (202402, 5)]
+
+
+def test_a_month_nobody_finished_is_still_built_and_attached(dsn):
+    """Issue 20 (a survivor in Builders.attach_all): attaching ends the parts of a month the
+    run never called `finish` for, so its build completes instead of reading on."""
+    import pyarrow as pa
+
+    from retail_etl.db.connect import connect
+    from retail_etl.load.partitions import Builders
+
+    execute(dsn, "CREATE TABLE dw.t_months (date_key int NOT NULL, n int) "
+                 "PARTITION BY RANGE (date_key)")
+    builds = Builders(lambda: connect(dsn), "dw.t_months", "date_key", [], streams=1,
+                      max_rows=1000)
+    builds.add(202401, pa.table({"date_key": pa.array([20240105, 20240131], pa.int32()),
+                                 "n": pa.array([1, 2], pa.int32())}))
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            assert builds.attach_all(cur) == ["dw.t_months_202401"]
+        conn.commit()
+    finally:
+        builds.close()
+        conn.close()
+    assert rows(dsn, "SELECT tableoid::regclass::text, sum(n) FROM dw.t_months GROUP BY 1") == [
+        ("dw.t_months_202401", 3)]

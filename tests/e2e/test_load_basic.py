@@ -20,6 +20,9 @@ def test_drop_loads_into_star_schema(settings, dsn, tmp_path):
         ("C-1", "Ann Lee", "ann@x.com", "US")]
     assert rows(dsn, "SELECT order_id, date_key, quantity, total_amount::text, store_key "
                      "FROM dw.fact_sales") == [("O-1", 20240115, 2, "20.00", -1)]
+    # the stages say how many rows each handled (runs --show, the progress bars)
+    handled = {s.name: s.rows for s in run.stages}
+    assert (handled["validate"], handled["lookup"], handled["copy"]) == (3, 1, 1)
 
 
 def test_second_load_of_same_drop_changes_nothing(settings, dsn, tmp_path):
