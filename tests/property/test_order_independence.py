@@ -104,6 +104,8 @@ def test_an_inferred_member_completed_by_a_late_real_row(settings, dsn, tmp_path
     load(settings, write_drop(tmp_path / "d1", sales=[sale("O-1", 1, ts(5), pid="P-7"),
                                                       sale("O-2", 1, ts(25), pid="P-7")]))
     (key,) = rows(dsn, "SELECT product_key FROM dw.dim_product WHERE product_id = 'P-7'")[0]
+    # inferred: attributes unknown, and not deleted (issue 20: a survivor made it deleted)
+    assert dim(dsn, "product", "is_inferred, is_deleted, price") == [(True, False, None)]
     load(settings, write_drop(tmp_path / "d2", products=[prod("P-7", "2.00", ts(20))]))
     assert dim(dsn, "product", "product_key, price::text, is_inferred, vt") == [
         (key, "2.00", False, None)]
