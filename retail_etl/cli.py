@@ -392,17 +392,15 @@ def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """
     import polars as pl
 
-    from retail_etl.db.connect import connect, redact
+    from retail_etl.db.connect import connect
     from retail_etl.load import refresh as mart_refresh
+    from retail_etl.queries import require_warehouse
 
     url = _dsn(dsn)
     conn = connect(url, autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('etl.mart_refresh') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                raise EtlError(f"{redact(url)} holds no warehouse yet: nothing to refresh",
-                               hint="load something first: `retail-etl load --source-dir DIR`")
+            require_warehouse(cur, url, "nothing to refresh")
         done = mart_refresh.refresh(conn, None, more=lambda: connect(url, autocommit=True))
     finally:
         conn.close()

@@ -8,14 +8,19 @@ from retail_etl.db.connect import connect, redact
 from retail_etl.errors import EtlError
 
 
+def require_warehouse(cur, dsn: str, why: str = "nothing was loaded into it") -> None:
+    """A one-line error for a database that holds no warehouse (a mistyped --dsn, say)."""
+    cur.execute("SELECT to_regclass('etl.runs') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        raise EtlError(f"{redact(dsn)} holds no warehouse yet: {why}",
+                       hint="load something first: `retail-etl load --source-dir DIR`")
+
+
 def _frame(dsn: str, sql: str, params: tuple = ()) -> pl.DataFrame:
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('etl.runs') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                raise EtlError(f"{redact(dsn)} holds no warehouse yet: nothing was loaded into it",
-                               hint="load something first: `retail-etl load --source-dir DIR`")
+            require_warehouse(cur, dsn)
             cur.execute(sql, parameters=params or None)
             return pl.from_arrow(cur.fetch_arrow_table())
     finally:
