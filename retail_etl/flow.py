@@ -287,8 +287,14 @@ def _refresh(ledger, run: Run) -> None:
     if not (run.changed() or owed):
         return
     with run.stage("refresh") as st:
-        run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"],
-                                        more=lambda: connect(run.dsn, autocommit=True))
+        try:
+            run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"],
+                                            more=lambda: connect(run.dsn, autocommit=True))
+        except Exception as e:  # the load is committed: a refresh never makes it a failure
+            log.warning("run %s: the mart's refresh failed (the next run retries): %s",
+                        run.run_id, e)
+            run.refreshed = [refresh.Refreshed("mart", 0.0, str(e).splitlines()[0])]
+            refresh.owe(ledger, run.run_id, run.refreshed[0].error)
         st["rows"] = len(run.refreshed)
 
 

@@ -87,8 +87,24 @@ def refresh(conn, run_id: int | None, advance=lambda n: None, more=None) -> list
     finally:
         for c in conns[1:]:
             c.close()
+    with conn.cursor() as cur:  # what no view answers for any more: an owed whole refresh
+        cur.execute("DELETE FROM etl.mart_refresh WHERE view_name NOT IN (SELECT schemaname "
+                    "|| '.' || matviewname FROM pg_matviews WHERE schemaname = 'mart')")
     order = {name: i for i, (name, _) in enumerate(v for g in todo for v in g)}
     return sorted(results, key=lambda r: order[r.view])
+
+
+def owe(conn, run_id: int, error: str) -> None:
+    """A refresh that failed as a whole (no view got to say why): the next run owes one.
+    Best effort: the ledger may be what failed."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO etl.mart_refresh (view_name, run_id, error) "
+                        "VALUES ('mart', $1, $2) ON CONFLICT (view_name) DO UPDATE "
+                        "SET run_id = excluded.run_id, error = excluded.error",
+                        parameters=(run_id, error))
+    except adbc_driver_manager.Error as e:
+        log.info("could not record the owed refresh: %s", e)
 
 
 def _refresh_groups(conn, share: list[list[tuple[str, bool]]], run_id, advance) -> list[Refreshed]:

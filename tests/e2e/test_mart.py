@@ -233,3 +233,28 @@ def test_refresh_of_a_database_that_is_no_warehouse_is_one_line(cluster):
     with fresh_database(cluster) as empty:
         r = cli("refresh", "--dsn", empty)
         assert error_line(r).endswith("holds no warehouse yet: nothing to refresh")
+
+
+def test_a_refresh_that_fails_as_a_whole_is_owed_by_the_next_run(settings, dsn, tmp_path,
+                                                                 monkeypatch):
+    from retail_etl.load import refresh
+
+    real = refresh.refresh
+    load(settings, write_drop(tmp_path / "d0", products=[prod("P-1", "Toys", T0)]))  # filled
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("too many connections")
+
+    monkeypatch.setattr(refresh, "refresh", broken)
+    run = load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                                    sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    assert [(r.view, r.error) for r in run.refreshed] == [("mart", "too many connections")]
+    assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(1,)]  # the load stands
+    assert rows(dsn, "SELECT count(*) FROM mart.sales_kpis") == [(0,)]  # stale: owed
+    monkeypatch.setattr(refresh, "refresh", real)
+    again = load(settings, write_drop(tmp_path / "d2", sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    assert again.counts["sales"].loaded == 0 and [r.error for r in again.refreshed] == [None] * 5
+    assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL "
+                     "OR view_name = 'mart'") == [(0,)]
+    assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
+                     "WHERE grain = 'month' AND breakdown = 'total'") == [("10.00",)]
