@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,8 @@ def mutmut(*args: str, check: bool = True, capture: bool = False) -> str:
 def run(patterns: list[str]) -> None:
     from retail_etl.db.cluster import Cluster
 
+    # a SIGTERM (a timeout, a kill) still stops the scratch server below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="retail-etl-mutate-"))
     scratch.chmod(0o755)  # the server account must reach it
     cluster = Cluster(scratch / "pg")
