@@ -143,18 +143,16 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
 def _numeric(table: pa.Table) -> pl.DataFrame:
     """The driver hands PostgreSQL numeric over as text in an opaque Arrow extension type:
     back to exact decimals, each column at the largest scale its values have."""
+    numeric = [f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType)
+               and getattr(f.type, "type_name", None) == "numeric"]
     plain = pa.table({f.name: pa.chunked_array([c.storage for c in col.chunks], f.type.storage_type)
                       if isinstance(f.type, pa.BaseExtensionType) else col
                       for f, col in zip(table.schema, table.columns, strict=True)})
     df = pl.from_arrow(plain)
-    for c in (c for c in df.columns if c in NUMERIC and df.schema[c] == pl.String):
+    for c in numeric:
         scale = int(df[c].str.split(".").list.get(1, null_on_oob=True).str.len_chars().max() or 0)
         df = df.with_columns(pl.col(c).cast(pl.Decimal(38, scale)))
     return df
-
-
-NUMERIC = {"revenue", "gross_sales", "returns", "avg_order_value", "units_per_transaction",
-           "discount_rate", "return_rate", "revenue_prior", "growth", "retention"}
 
 
 def to_json(fig: dict) -> str:
