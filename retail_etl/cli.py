@@ -173,7 +173,7 @@ def load(
     console.info(_summary_line(run))
     for r in run.refreshed:
         if r.error:
-            console.warn(f"the mart's {r.view} was not refreshed ({r.error}); the load is "
+            console.warn(f"the mart was not refreshed ({r.error}); the load is "
                          "committed, and the next run (or `retail-etl refresh`) retries it")
     if any(c.inferred for c in run.counts.values()):
         console.info("inferred: members made for ids the sales use that no source described "
@@ -381,11 +381,14 @@ def report(
 
 @app.command()
 @handled
-def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
-    """Refresh the mart's materialized views now.
+def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False,
+            full: Annotated[bool, typer.Option(
+                "--full", help="Recompute every day, not only those changed since the last "
+                "refresh.")] = False) -> None:
+    """Bring the mart's aggregations up to date now.
 
-    Every load that changes facts or dimensions refreshes them after its commit; this is for
-    a refresh that failed, or a mart you want fresh before the next load.
+    Every load refreshes them after its commit (the days it changed only); this is for a
+    refresh that failed, for `refresh_mart = "manual"`, or after `--full` rebuilds them.
 
     Example:
         retail-etl refresh
@@ -401,17 +404,16 @@ def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     try:
         with conn.cursor() as cur:
             require_warehouse(cur, url, "nothing to refresh")
-        done = mart_refresh.refresh(conn, None, more=lambda: connect(url, autocommit=True))
+        done = mart_refresh.refresh(conn, None, full=full)
     finally:
         conn.close()
-    df = pl.DataFrame({"view": [r.view for r in done],
+    df = pl.DataFrame({"table": [r.view for r in done],
                        "seconds": [round(r.seconds, 3) for r in done],
                        "error": [r.error for r in done]}, schema_overrides={"error": pl.String})
     _render(df, "Mart refreshed", as_json)
     failed = [r for r in done if r.error]
     if failed:
-        raise EtlError(f"{len(failed)} of the mart's views could not be refreshed: "
-                       f"{failed[0].view}: {failed[0].error}")
+        raise EtlError(f"the mart could not be refreshed: {failed[0].error}")
 
 
 @app.command()

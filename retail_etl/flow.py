@@ -280,16 +280,14 @@ def _analyze(ledger, dsn: str, run: Run, project: Project, streams: int = 2) -> 
 
 
 def _refresh(ledger, run: Run) -> None:
-    """The mart's materialized views, after the commit, when the run changed what they read
-    or an earlier refresh is still owed (failed, or views rebuilt empty by a new schema)."""
+    """The mart, after the commit, when days changed (this run's, or earlier ones a failed
+    refresh left) or it was never filled (a new warehouse, or a new mart schema)."""
     with ledger.cursor() as cur:
-        owed = refresh.pending(cur)
-    if not (run.changed() or owed):
-        return
+        if not refresh.pending(cur):
+            return
     with run.stage("refresh") as st:
         try:
-            run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"],
-                                            more=lambda: connect(run.dsn, autocommit=True))
+            run.refreshed = refresh.refresh(ledger, run.run_id, st["advance"])
         except Exception as e:  # the load is committed: a refresh never makes it a failure
             log.warning("run %s: the mart's refresh failed (the next run retries): %s",
                         run.run_id, e)

@@ -28,7 +28,7 @@ _PERIOD = """
                  sum(units_sold)::bigint AS units_sold,
                  sum(units_returned)::bigint AS units_returned, sum(discount) AS discount,
                  sum(list_sales) AS list_sales
-          FROM mart.kpi_monthly_mv
+          FROM mart.kpi_monthly
           WHERE breakdown = 'total' AND month BETWEEN $1 AND $2) p
     CROSS JOIN LATERAL mart.kpi_ratios(p.revenue, p.orders, p.units, p.units_sold,
                                        p.units_returned, p.discount, p.list_sales) r
@@ -58,15 +58,15 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
             if not cur.fetchone()[0]:
                 raise EtlError("this warehouse has no mart yet",
                                hint="load something first: `retail-etl load --source-dir DIR`")
-            if any(not populated for _, populated in refresh.views(cur)):
-                raise EtlError("the mart's views were never filled",
+            if not refresh.filled(cur):
+                raise EtlError("the mart was never filled",
                                hint="run `retail-etl refresh` (every load refreshes them)")
 
             def frame(sql: str, *params) -> pl.DataFrame:
                 cur.execute(sql, parameters=params or None)
                 return _numeric(cur.fetch_arrow_table())
 
-            span = frame("SELECT min(month) AS lo, max(month) AS hi FROM mart.kpi_monthly_mv "
+            span = frame("SELECT min(month) AS lo, max(month) AS hi FROM mart.kpi_monthly "
                          "WHERE breakdown = 'total'").row(0)
             if span[0] is None:
                 raise EtlError("the mart holds no sales yet",
@@ -86,14 +86,14 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
                 "kpis": {"period": frame(_PERIOD, first, last).select(KPIS).row(0, named=True),
                          "prior": frame(_PERIOD, *prior).select(KPIS).row(0, named=True)},
                 "trend": frame("""
-                    SELECT month, revenue, orders FROM mart.kpi_monthly_mv
+                    SELECT month, revenue, orders FROM mart.kpi_monthly
                     WHERE breakdown = 'total' AND month BETWEEN $1 AND $2 ORDER BY month""",
                                _shift(last, -23), last).to_dicts(),
                 "top_products": frame("""
                     SELECT rank() OVER (ORDER BY sum(m.revenue) DESC) AS rank, m.product_id,
                            min(p.product_name) AS product_name, min(p.category) AS category,
                            sum(m.revenue) AS revenue, sum(m.units)::bigint AS units
-                    FROM mart.product_monthly_mv m
+                    FROM mart.product_monthly m
                     LEFT JOIN dw.dim_product p ON p.product_id = m.product_id AND p.is_current
                     WHERE m.month BETWEEN $1 AND $2
                     GROUP BY m.product_id ORDER BY revenue DESC, m.product_id LIMIT 10""",
@@ -104,20 +104,20 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
                            sum(revenue) FILTER (WHERE month < $1) AS revenue_prior,
                            mart.growth(sum(revenue) FILTER (WHERE month >= $1),
                                        sum(revenue) FILTER (WHERE month < $1)) AS growth
-                    FROM mart.kpi_monthly_mv k
+                    FROM mart.kpi_monthly k
                     LEFT JOIN dw.dim_store s ON s.store_id = k.store_id AND s.is_current
                     WHERE breakdown = 'store' AND month BETWEEN $3 AND $2
                     GROUP BY k.store_id ORDER BY revenue DESC NULLS LAST, k.store_id""",
                                 first, last, prior[0]).to_dicts(),
                 "cohorts": frame("""
                     SELECT cohort_month, months_since, cohort_customers, retention
-                    FROM mart.customer_cohorts_mv
+                    FROM mart.customer_cohorts
                     WHERE cohort_month BETWEEN $1 AND $2 AND months_since <= 11
                     ORDER BY 1, 2""", _shift(last, -11), last).to_dicts(),
                 "rfm_segments": frame("""
                     SELECT rfm_segment AS segment, count(*) AS customers,
                            sum(monetary) AS revenue
-                    FROM mart.rfm_current_mv GROUP BY 1 ORDER BY 2 DESC, 1""").to_dicts(),
+                    FROM mart.rfm_current GROUP BY 1 ORDER BY 2 DESC, 1""").to_dicts(),
                 "runs": frame("""
                     SELECT r.run_id, to_char(r.started_at AT TIME ZONE 'UTC',
                                              'YYYY-MM-DD HH24:MI') AS started, r.status,

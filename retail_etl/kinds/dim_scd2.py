@@ -114,7 +114,7 @@ def _merge(cur, run, dim: DimensionSCD2, h: Handoff) -> int:
               res.history.join(res.repoint.select(dim.business_key), on=dim.business_key,
                                how="semi"))
     copy_temp(conn, f"{stg}_repoint", res.repoint)
-    merge_dimension(cur, dim, run.run_id, stg)
+    h.changed_in_place[dim.name] = merge_dimension(cur, dim, run.run_id, stg)
     counts = run.entity(dim.entity.name)
     counts.loaded, counts.merged, counts.inferred = res.loaded, res.merged, res.inferred
     made = res.upserts.filter(pl.col("is_inferred"))[dim.surrogate_key].cast(pl.Int64)

@@ -18,6 +18,7 @@ from retail_etl.extract.files import LINE_BITS
 from retail_etl.kinds import dim_date
 from retail_etl.kinds.handoff import Handoff
 from retail_etl.load import gone_lines, partitions
+from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import delete_documents, merge_facts, repoint_facts, stored_lines
 from retail_etl.spec import FactByPartition, sql_type
 from retail_etl.staging import group_up_to, parquet_rows
@@ -156,7 +157,8 @@ def write(cur, run, fact: FactByPartition, h: Handoff, settings) -> None:
                 docs.select(*fact.document, fact.date_key),
                 *([stored_days] if stored_days is not None else [])])
             by_reason = delete_documents(cur, fact, docs,
-                                         lines is not None and lines.height > 0, where)
+                                         lines is not None and lines.height > 0, where,
+                                         run.run_id)
             for reason, n in by_reason.items():
                 counts.count_deleted(reason, n)
             st["rows"] = sum(by_reason.values())
@@ -175,6 +177,21 @@ def write(cur, run, fact: FactByPartition, h: Handoff, settings) -> None:
             if dim.name in h.history:
                 st["rows"] += repoint_facts(cur, fact, dim, ref.fact_column, run.run_id,
                                             h.history[dim.name], h.repoint_since[dim.name])
+    for ref in fact.references:  # lines whose version changed in place read differently now
+        keys = h.changed_in_place.get(ref.dimension.name)
+        if keys is not None and keys.len():
+            _touch_lines_of(cur, fact, ref.fact_column, keys, run.run_id)
+
+
+def _touch_lines_of(cur, fact: FactByPartition, column: str, keys: pl.Series,
+                    run_id: int) -> None:
+    """The days of the lines pointing to these dimension keys, for the mart's refresh."""
+    copy_temp(cur.connection, "stg_changed_keys", keys.to_frame("k"))
+    cur.execute(f"""
+        INSERT INTO etl.touched_days (fact, date_key, run_id)
+        SELECT DISTINCT '{fact.table}', f.{fact.date_key}, {int(run_id)}
+        FROM {fact.table} f JOIN stg_changed_keys c ON f.{column} = c.k
+    """)
 
 
 def _leave(h: Handoff, fact: FactByPartition, left_keys: dict[str, pl.Series]) -> None:

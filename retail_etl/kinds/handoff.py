@@ -25,6 +25,8 @@ class Handoff:
     versions: dict[str, pl.DataFrame] = field(default_factory=dict)  # for the as-of lookup
     repoint_since: dict[str, datetime | None] = field(default_factory=dict)
     history: dict[str, str] = field(default_factory=dict)  # dimension -> its stg prefix
+    # dimension -> keys of stored versions whose attributes changed in place
+    changed_in_place: dict[str, pl.Series] = field(default_factory=dict)
     # write: facts -> dimensions (inferred members to check once every fact is in)
     left: dict[str, list[pl.Series]] = field(default_factory=dict)
     made: dict[str, pl.Series] = field(default_factory=dict)  # inferred members made now

@@ -22,6 +22,7 @@ import polars as pl
 
 from retail_etl.extract import oltp
 from retail_etl.extract.oltp import OltpExtract
+from retail_etl.load import touched
 from retail_etl.load.copy import copy_temp
 from retail_etl.spec import FactByPartition
 
@@ -67,14 +68,14 @@ def scan(cur, fact: FactByPartition, pull: OltpExtract, run_id: int) -> Gone:
     """The scan (see the module docstring); its cost is remembered for `due`."""
     started = time.perf_counter()
     with oltp.session(pull.reader) as src:
-        gone = _scan(cur, src, fact, pull)
+        gone = _scan(cur, src, fact, pull, run_id)
     cur.execute("UPDATE etl.source_scans SET last_run_id = $1, last_seconds = $2 "
                 "WHERE source = $3 AND fact = $4",
                 parameters=(run_id, time.perf_counter() - started, pull.source, fact.name))
     return gone
 
 
-def _scan(cur, src, fact: FactByPartition, pull: OltpExtract) -> Gone:
+def _scan(cur, src, fact: FactByPartition, pull: OltpExtract, run_id: int) -> Gone:
     r = pull.reader
     order_id, line = fact.natural_key  # (the document's id, the line's number)
     none = Gone({}, {})
@@ -98,7 +99,7 @@ def _scan(cur, src, fact: FactByPartition, pull: OltpExtract) -> Gone:
                           .when(pl.col("cancelled")).then(pl.lit("order_cancelled"))
                           .otherwise(pl.lit("line_deleted")))
             .drop("cancelled"))
-    return _delete(cur, fact, pull.source, gone) if gone.height else none
+    return _delete(cur, fact, pull.source, gone, run_id) if gone.height else none
 
 
 def _hashes(cur, fact: FactByPartition, source: str) -> pl.DataFrame:
@@ -121,7 +122,7 @@ def _lines_with(cur, fact: FactByPartition, source: str, hashes: pl.Series) -> p
         pl.col(c).cast(t) for c, t in fact.key_dtypes.items())
 
 
-def _delete(cur, fact: FactByPartition, source: str, gone: pl.DataFrame) -> Gone:
+def _delete(cur, fact: FactByPartition, source: str, gone: pl.DataFrame, run_id: int) -> Gone:
     order_id, line = fact.natural_key
     refs = [r.fact_column for r in fact.references]
     copy_temp(cur.connection, "stg_gone_lines", gone)
@@ -131,9 +132,10 @@ def _delete(cur, fact: FactByPartition, source: str, gone: pl.DataFrame) -> Gone
             DELETE FROM {fact.table}_{m} f USING stg_gone_lines g
             WHERE f.{order_id} = g.{order_id} AND f.{line} = g.{line}
               AND g.date_key / 100 = {m} AND f.source = $1
-            RETURNING g.reason, {', '.join('f.' + c for c in refs)}
+            RETURNING g.reason, f.{fact.date_key} AS date_key, {', '.join('f.' + c for c in refs)}
         """, parameters=(source,))
         out.append(pl.from_arrow(cur.fetch_arrow_table()))
     deleted = pl.concat(out)
+    touched.mark(cur, fact.table, deleted["date_key"], run_id)
     return Gone(dict(deleted.group_by("reason").len().iter_rows()),
                 {c: deleted[c].unique() for c in refs})

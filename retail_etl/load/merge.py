@@ -8,17 +8,25 @@ from datetime import datetime
 
 import polars as pl
 
-from retail_etl.load import partitions
+from retail_etl.load import partitions, touched
 from retail_etl.load.copy import copy_temp, ingest
 from retail_etl.spec import DimensionSCD2, FactByPartition
 
 
-def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
+def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> pl.Series:
     """stg_upserts: versions to write; stg_deletes: versions absorbed. Changed rows are
     deleted and re-inserted so the uniqueness of (id, valid_from) and of the current
-    version never sees a half-applied state."""
+    version never sees a half-applied state. Returns the keys of the stored versions whose
+    attributes change in place (an inferred member filled in): the facts pointing to them
+    read differently now (see touched)."""
     K, B = dim.surrogate_key, dim.business_key
     cols = [K, B, *dim.attribute_names, "valid_from", "valid_to", "is_current", "is_inferred"]
+    A = dim.attribute_names
+    cur.execute(f"""
+        SELECT d.{K}::bigint AS {K} FROM {dim.table} d JOIN {stg}_upserts u USING ({K})
+        WHERE ({', '.join('d.' + a for a in A)}) IS DISTINCT FROM ({', '.join('u.' + a for a in A)})
+    """)
+    in_place = pl.from_arrow(cur.fetch_arrow_table())[K]
     cur.execute(f"""
         DELETE FROM {dim.table} d
         WHERE d.{K} IN (SELECT {K} FROM {stg}_upserts UNION ALL SELECT {K} FROM {stg}_deletes)
@@ -28,6 +36,7 @@ def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
         INSERT INTO {dim.table} ({', '.join(cols)}, run_id)
         SELECT {', '.join(select)}, {run_id} FROM {stg}_upserts
     """)
+    return in_place
 
 
 def merge_observed(cur, dim: DimensionSCD2, run_id: int, stg: str) -> None:
@@ -55,15 +64,19 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
         recent = f"AND f.{fact.date_key} >= $2 AND f.{fact.event_ts} >= $3"
         params += [int(since.strftime("%Y%m%d")), since]
     cur.execute(f"""
-        UPDATE {fact.table} f SET {column} = h.{K}, run_id = $1
-        FROM {stg}_repoint r
-        JOIN {stg}_history h ON h.{B} = r.{B}
-        WHERE f.{column} = r.{K}
-          AND f.{fact.event_ts} >= h.lookup_from
-          AND f.{fact.event_ts} < coalesce(h.valid_to, 'infinity')
-          AND f.{column} <> h.{K} {recent}
+        WITH moved AS (
+            UPDATE {fact.table} f SET {column} = h.{K}, run_id = $1
+            FROM {stg}_repoint r
+            JOIN {stg}_history h ON h.{B} = r.{B}
+            WHERE f.{column} = r.{K}
+              AND f.{fact.event_ts} >= h.lookup_from
+              AND f.{fact.event_ts} < coalesce(h.valid_to, 'infinity')
+              AND f.{column} <> h.{K} {recent}
+            RETURNING f.{fact.date_key} AS date_key
+        ), {touched.cte(fact.table, "moved", run_id)}
+        SELECT count(*) FROM moved
     """, parameters=tuple(params))
-    return cur.rowcount
+    return cur.fetchone()[0]
 
 
 @dataclass
@@ -152,6 +165,8 @@ def merge_facts(cur, fact: FactByPartition, rows: pl.DataFrame, run_id: int, sta
             lo, hi = partitions.bounds(m)
             cur.execute(f"DELETE FROM {fact.table}_{m} f USING {stg}_replaced r WHERE {join} "
                         f"AND r.old_date_key >= {lo} AND r.old_date_key < {hi}")
+    touched.mark(cur, fact.table, pl.concat([write[D].cast(pl.Int32),
+                                             replaced["old_date_key"].cast(pl.Int32)]), run_id)
     left_keys = {r.fact_column: write.filter(pl.col(f"{r.fact_column}_old").ne(
         pl.col(r.fact_column))).get_column(f"{r.fact_column}_old").unique()
         for r in fact.references}
@@ -206,7 +221,7 @@ def compare_lines(fact: FactByPartition, rows: pl.DataFrame, stored: pl.DataFram
 
 
 def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
-                     has_lines: bool, where: pl.DataFrame | None) -> dict[str, int]:
+                     has_lines: bool, where: pl.DataFrame | None, run_id: int) -> dict[str, int]:
     """documents: [*fact.document, version, cancelled, source], documents a source sent
     whole (an order with all its lines, or cancelled: with none). Their stored lines of that
     source (or of no known source: loaded before lines had one) that the run did not carry
@@ -231,7 +246,9 @@ def delete_documents(cur, fact: FactByPartition, documents: pl.DataFrame,
     def delete(table: str, days: str = "") -> None:
         cur.execute(f"""
             WITH del AS (DELETE FROM {table} f USING {stg}_documents d WHERE {match} {days}
-                         AND f.{fact.version} <= d.version {carried} RETURNING d.cancelled)
+                         AND f.{fact.version} <= d.version {carried}
+                         RETURNING d.cancelled, f.{fact.date_key} AS date_key),
+                 {touched.cte(fact.table, "del", run_id)}
             SELECT count(*) FILTER (WHERE cancelled), count(*) FILTER (WHERE NOT cancelled)
             FROM del""")
         cancelled, lost = cur.fetchone()

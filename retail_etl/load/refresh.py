@@ -1,134 +1,184 @@
-"""The mart's materialized views, refreshed after a run's commit (stage `refresh`) or by
-`retail-etl refresh`. Each view refreshes in its own transaction: CONCURRENTLY once it holds
-data (readers keep reading the old contents meanwhile), a plain REFRESH the first time. A
-failed refresh never undoes the load: it is logged, kept in etl.mart_refresh, and retried by
-the next run, whatever that run changes."""
+"""The mart's refresh, after a run's commit (stage `refresh`) or by `retail-etl refresh`.
+
+The mart keeps its heavy aggregations in tables (sql/views/050_mart.sql). Every run records
+the days whose sales it changed (etl.touched_days, committed with the change: load/touched.py);
+the refresh recomputes those days in kpi_daily and customer_days, their months in kpi_monthly
+and product_monthly, and the customers of those days in cohort_cells and customer_summary.
+Nothing else is read: a drop of the next days' sales costs what those days cost. The first
+refresh (or the first after the mart's DDL changed) fills everything.
+
+One REPEATABLE READ transaction, so the touched days it takes and the facts it reads are the
+same snapshot (a run committing meanwhile leaves its days for the next refresh), and readers
+see the old figures until it commits. Refreshes take turns (a session advisory lock). A
+failed refresh never undoes the load: it rolls back whole, its error is kept in
+etl.mart_refresh, the touched days stay, and the next run retries, whatever that run changes."""
 
 from __future__ import annotations
 
+import calendar
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 
 import adbc_driver_manager
 
 log = logging.getLogger("retail_etl")
 
+FACT = "dw.fact_sales"  # the fact the mart is written against
+TABLES = ["mart.customer_days", "mart.cohort_cells", "mart.customer_summary", "mart.kpi_daily",
+          "mart.kpi_monthly", "mart.product_monthly"]
+LOCK = 0x7265_6672  # pg_advisory_lock key: one refresh at a time ("refr")
+
 
 @dataclass
 class Refreshed:
-    view: str
+    view: str  # a mart table, or 'mart' for the refresh as a whole (when it failed)
     seconds: float
     error: str | None = None
 
 
-def views(cur) -> list[tuple[str, bool]]:
-    """(mart.view, populated) in creation order, which is dependency order: a view is made
-    after the views it reads (sql/views/050_mart.sql)."""
-    cur.execute("SELECT c.oid::regclass::text, m.ispopulated FROM pg_matviews m "
-                "JOIN pg_class c ON c.relname = m.matviewname "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = m.schemaname "
-                "WHERE m.schemaname = 'mart' ORDER BY c.oid")
-    return [(name, bool(populated)) for name, populated in cur.fetchall()]
-
-
 def pending(cur) -> bool:
-    """A view never filled, or whose last refresh failed."""
-    cur.execute("SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL")
-    failed = cur.fetchone()[0]
-    return failed > 0 or any(not populated for _, populated in views(cur))
+    """Days changed since the last refresh, a mart never filled, or a failed refresh."""
+    cur.execute("SELECT coalesce((SELECT refreshed_at IS NULL OR error IS NOT NULL "
+                "FROM etl.mart_refresh WHERE view_name = 'mart'), true) "
+                "OR EXISTS (SELECT 1 FROM etl.touched_days)")
+    return bool(cur.fetchone()[0])
 
 
-def groups(cur) -> list[list[tuple[str, bool]]]:
-    """The views in groups that refresh one after the other (a view and the views it reads,
-    in creation order); groups are independent of each other."""
-    listed = views(cur)
-    cur.execute("SELECT DISTINCT v.oid::regclass::text, d.refobjid::regclass::text "
-                "FROM pg_rewrite r JOIN pg_depend d ON d.objid = r.oid "
-                "JOIN pg_class v ON v.oid = r.ev_class JOIN pg_class u ON u.oid = d.refobjid "
-                "WHERE v.relkind = 'm' AND u.relkind = 'm' AND u.oid <> v.oid")
-    group = {name: {name} for name, _ in listed}
-    for a, b in cur.fetchall():
-        if a in group and b in group and group[a] is not group[b]:
-            merged = group[a] | group[b]
-            for n in merged:
-                group[n] = merged
-    seen, out = set(), []
-    for name, _ in listed:
-        if id(group[name]) not in seen:
-            seen.add(id(group[name]))
-            out.append([v for v in listed if v[0] in group[name]])
-    return out
+def filled(cur) -> bool:
+    """The mart was filled once since its tables were made (a refresh succeeded)."""
+    cur.execute("SELECT EXISTS (SELECT 1 FROM etl.mart_refresh "
+                "WHERE view_name = 'mart' AND refreshed_at IS NOT NULL)")
+    return bool(cur.fetchone()[0])
 
 
-def refresh(conn, run_id: int | None, advance=lambda n: None, more=None) -> list[Refreshed]:
-    """Refresh every materialized view of the mart, on autocommit connections: `conn`, and
-    one more from `more()` (if given) so that two independent groups refresh at once (the
-    server does the work; 2 cores). A view that fails is recorded and the others still
-    refresh (a view reading it then fails too)."""
+def refresh(conn, run_id: int | None, advance=lambda n: None,
+            full: bool = False) -> list[Refreshed]:
+    """Bring the mart up to date on `conn` (an autocommit connection); `full`: recompute
+    every day. Returns each table's time, or one entry 'mart' with the error if the refresh
+    failed (nothing changed then)."""
+    t0 = time.perf_counter()
     with conn.cursor() as cur:
-        todo = groups(cur)
-        cur.execute("SELECT view_name, seconds FROM etl.mart_refresh WHERE seconds IS NOT NULL")
-        last = dict(cur.fetchall())  # how long each took the last time: the shares' weights
-    conns = [conn] + ([more()] if more and len(todo) > 1 else [])
-
-    def cost(g) -> float:
-        return sum(last.get(v, 1.0) for v, _ in g)
-
-    shares: list[list] = [[] for _ in conns]
-    for g in sorted(todo, key=cost, reverse=True):  # the dearest group to the lightest share
-        min(shares, key=lambda share: sum(cost(x) for x in share)).append(g)
-    try:
-        with ThreadPoolExecutor(len(conns)) as pool:
-            done = pool.map(lambda c, share: _refresh_groups(c, share, run_id, advance),
-                            conns, shares)
-            results = [r for part in done for r in part]
-    finally:
-        for c in conns[1:]:
-            c.close()
-    with conn.cursor() as cur:  # what no view answers for any more: an owed whole refresh
-        cur.execute("DELETE FROM etl.mart_refresh WHERE view_name NOT IN (SELECT schemaname "
-                    "|| '.' || matviewname FROM pg_matviews WHERE schemaname = 'mart')")
-    order = {name: i for i, (name, _) in enumerate(v for g in todo for v in g)}
-    return sorted(results, key=lambda r: order[r.view])
+        cur.execute("SELECT pg_advisory_lock($1)", parameters=(LOCK,))
+        try:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            try:
+                done = _refresh(cur, advance, full)
+                _record(cur, run_id, time.perf_counter() - t0, None)
+                cur.execute("COMMIT")
+                return done
+            except adbc_driver_manager.Error as e:
+                cur.execute("ROLLBACK")
+                # the server's words, without the driver's prefix and the statement
+                error = str(e).splitlines()[0].split("ERROR:", 1)[-1].strip()
+                log.warning("the mart's refresh failed (the load stands; the next run "
+                            "retries): %s", error)
+                _record(cur, run_id, time.perf_counter() - t0, error)
+                return [Refreshed("mart", time.perf_counter() - t0, error)]
+        finally:
+            cur.execute("SELECT pg_advisory_unlock($1)", parameters=(LOCK,))
 
 
 def owe(conn, run_id: int, error: str) -> None:
-    """A refresh that failed as a whole (no view got to say why): the next run owes one.
+    """A refresh that failed before it could record why: the next run owes one.
     Best effort: the ledger may be what failed."""
     try:
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO etl.mart_refresh (view_name, run_id, error) "
-                        "VALUES ('mart', $1, $2) ON CONFLICT (view_name) DO UPDATE "
-                        "SET run_id = excluded.run_id, error = excluded.error",
-                        parameters=(run_id, error))
+            _record(cur, run_id, None, error)
     except adbc_driver_manager.Error as e:
         log.info("could not record the owed refresh: %s", e)
 
 
-def _refresh_groups(conn, share: list[list[tuple[str, bool]]], run_id, advance) -> list[Refreshed]:
+def _record(cur, run_id, seconds, error) -> None:
+    cur.execute(
+        "INSERT INTO etl.mart_refresh AS r (view_name, refreshed_at, run_id, seconds, error) "
+        "VALUES ('mart', CASE WHEN $3::text IS NULL THEN clock_timestamp() END, $1, $2, $3) "
+        "ON CONFLICT (view_name) DO UPDATE SET refreshed_at = coalesce(excluded.refreshed_at, "
+        "r.refreshed_at), run_id = excluded.run_id, seconds = coalesce(excluded.seconds, "
+        "r.seconds), error = excluded.error",
+        parameters=(run_id, seconds, error))
+
+
+def _refresh(cur, advance, full: bool) -> list[Refreshed]:
+    whole = full or not filled(cur)
+    # the days to recompute: those touched (the rows this snapshot sees), or all of them
+    cur.execute("DELETE FROM etl.touched_days WHERE fact = $1 RETURNING date_key",
+                parameters=(FACT,))
+    days = {int(d) for d, in cur.fetchall()}
+    if whole:
+        cur.execute(f"TRUNCATE {', '.join(TABLES)}")
+        cur.execute("SELECT date_key FROM dw.dim_date")
+        days = {int(d) for d, in cur.fetchall()}
+    if not days:
+        return []
+    keys = _array(sorted(days), "int")
+    dates = _array([_date(d).isoformat() for d in sorted(days)], "date")
+    months = sorted({(d // 10000, d // 100 % 100) for d in days})
+    firsts = _array([date(y, m, 1).isoformat() for y, m in months], "date")
+    month_days = _array([y * 10000 + m * 100 + d for y, m in months
+                         for d in range(1, calendar.monthrange(y, m)[1] + 1)], "int")
+    moved = "(SELECT array_agg(customer_id) FROM refresh_customers)"
+    steps = {
+        # the customers of those days, before and after: their cohort cells are taken out
+        # (computed from customer_days as it was) and put back (as it is now)
+        "mart.customer_days": [
+            f"CREATE TEMP TABLE refresh_days ON COMMIT DROP AS "
+            f"SELECT * FROM mart.customer_days_of({keys})",
+            f"CREATE TEMP TABLE refresh_customers ON COMMIT DROP AS "
+            f"SELECT customer_id FROM mart.customer_days WHERE date = ANY({dates}) "
+            f"UNION SELECT customer_id FROM refresh_days",
+            f"CREATE TEMP TABLE refresh_old_cells ON COMMIT DROP AS "
+            f"SELECT * FROM mart.cohort_cells_of({moved})",
+            f"DELETE FROM mart.customer_days WHERE date = ANY({dates})",
+            "INSERT INTO mart.customer_days SELECT * FROM refresh_days",
+        ],
+        "mart.cohort_cells": [f"""
+            MERGE INTO mart.cohort_cells t
+            USING (SELECT cohort_month, months_since, sum(n) AS n FROM (
+                       SELECT cohort_month, months_since, customers AS n
+                       FROM mart.cohort_cells_of({moved})
+                       UNION ALL
+                       SELECT cohort_month, months_since, -customers FROM refresh_old_cells) c
+                   GROUP BY 1, 2 HAVING sum(n) <> 0) d
+            ON t.cohort_month = d.cohort_month AND t.months_since = d.months_since
+            WHEN MATCHED AND t.customers + d.n = 0 THEN DELETE
+            WHEN MATCHED THEN UPDATE SET customers = t.customers + d.n
+            WHEN NOT MATCHED THEN INSERT VALUES (d.cohort_month, d.months_since, d.n)"""],
+        "mart.customer_summary": [
+            "DELETE FROM mart.customer_summary s USING refresh_customers c "
+            "WHERE s.customer_id = c.customer_id",
+            f"INSERT INTO mart.customer_summary SELECT * FROM mart.customer_summary_of({moved})",
+        ],
+        "mart.kpi_daily": [
+            f"DELETE FROM mart.kpi_daily WHERE date = ANY({dates})",
+            f"INSERT INTO mart.kpi_daily SELECT * FROM mart.kpi_daily_of({keys})",
+        ],
+        "mart.kpi_monthly": [
+            f"DELETE FROM mart.kpi_monthly WHERE month = ANY({firsts})",
+            f"INSERT INTO mart.kpi_monthly SELECT * FROM mart.kpi_monthly_of({firsts})",
+        ],
+        "mart.product_monthly": [
+            f"DELETE FROM mart.product_monthly WHERE month = ANY({firsts})",
+            f"INSERT INTO mart.product_monthly SELECT * FROM mart.product_monthly_of({month_days})",
+        ],
+    }
     done = []
-    with conn.cursor() as cur:
-        for view, populated in (v for g in share for v in g):
-            how = "CONCURRENTLY " if populated else ""
-            t0 = time.perf_counter()
-            error = None
-            try:
-                cur.execute(f"REFRESH MATERIALIZED VIEW {how}{view}")
-            except adbc_driver_manager.Error as e:
-                # the server's words, without the driver's prefix and the statement
-                error = str(e).splitlines()[0].split("ERROR:", 1)[-1].strip()
-                log.warning("refresh of %s failed (the load stands; the next run retries): %s",
-                            view, error)
-            seconds = time.perf_counter() - t0
-            cur.execute(
-                "INSERT INTO etl.mart_refresh AS r (view_name, refreshed_at, run_id, seconds, "
-                "error) VALUES ($1, CASE WHEN $4::text IS NULL THEN clock_timestamp() END, $2, "
-                "$3, $4) ON CONFLICT (view_name) DO UPDATE SET refreshed_at = coalesce("
-                "excluded.refreshed_at, r.refreshed_at), run_id = excluded.run_id, "
-                "seconds = excluded.seconds, error = excluded.error",
-                parameters=(view, run_id, seconds, error))
-            done.append(Refreshed(view, seconds, error))
-            advance(1)
+    for table, statements in steps.items():
+        t0 = time.perf_counter()
+        for sql in statements:
+            cur.execute(sql)
+        if whole:
+            cur.execute(f"ANALYZE {table}")
+        done.append(Refreshed(table, time.perf_counter() - t0))
+        advance(1)
     return done
+
+
+def _date(key: int) -> date:
+    return date(key // 10000, key // 100 % 100, key % 100)
+
+
+def _array(values: list, kind: str) -> str:
+    """A literal array of ints or ISO dates (values the code made: nothing to escape)."""
+    return "'{" + ",".join(str(v) for v in values) + "}'::" + kind + "[]"

@@ -12,7 +12,15 @@ import polars as pl
 import pytest
 
 from retail_etl.generate.drops import generate_drops
-from tests.helpers import cli, error_line, execute, load, rows, write_drop
+from tests.helpers import (
+    assert_mart_as_if_recomputed,
+    cli,
+    error_line,
+    execute,
+    load,
+    rows,
+    write_drop,
+)
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -64,7 +72,7 @@ def test_mart_kpis_equal_a_recomputation_from_the_drop_files(settings, dsn, gene
     for drop in generated:
         run = load(settings, drop)
         assert all(c.rejected == 0 for c in run.counts.values())
-        assert [r.error for r in run.refreshed] == [None] * 5
+        assert [r.error for r in run.refreshed] == [None] * 6
     lines = expected_lines(generated)
     monthly = (lines.group_by("month").agg(revenue=pl.col("total").sum(),
                                            orders=pl.col("order_id").n_unique(),
@@ -100,7 +108,7 @@ def test_mart_kpis_equal_a_recomputation_from_the_drop_files(settings, dsn, gene
     want = sorted((c, s, sizes[c], a, _cents(Decimal(a) / sizes[c], 4))
                   for c, s, a in cohorts.iter_rows())
     got = rows(dsn, "SELECT cohort_month, months_since, cohort_customers, active_customers, "
-                    "retention::text FROM mart.customer_cohorts_mv ORDER BY 1, 2")
+                    "retention::text FROM mart.customer_cohorts ORDER BY 1, 2")
     assert got == want
 
 
@@ -138,7 +146,7 @@ def test_corrections_and_late_history_reach_the_mart(settings, dsn, tmp_path):
     run = load(settings, write_drop(tmp_path / "d2", products=[
         prod("P-1", "Games", "2024-01-03T00:00:00Z")], sales=[
         sale("O-1", "2024-01-05T10:00:00Z", qty=3, upd="2024-01-06T00:00:00Z")]))
-    assert [r.view for r in run.refreshed][:2] == ["mart.kpi_daily_mv", "mart.kpi_monthly_mv"]
+    assert "mart.kpi_daily" in [r.view for r in run.refreshed]
     assert rows(dsn, by_category) == [("Games", "30.00", 3)]
     # nothing changed: no refresh owed, none done
     again = load(settings, write_drop(tmp_path / "d3", sales=[
@@ -146,30 +154,62 @@ def test_corrections_and_late_history_reach_the_mart(settings, dsn, tmp_path):
     assert again.refreshed == [] and "refresh" not in [s.name for s in again.stages]
 
 
+def test_a_refresh_recomputes_only_the_days_a_run_touched_and_agrees_with_a_full_one(
+        settings, dsn, tmp_path):
+    load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
+                              sales=[sale("O-1", "2024-01-05T10:00:00Z"),
+                                     [*sale("O-2", "2024-02-07T10:00:00Z")[:5], "P-9",
+                                      *sale("O-2", "")[6:]]]))
+    total = "SELECT date::text, revenue::text FROM mart.kpi_daily WHERE breakdown = 'total' " \
+            "ORDER BY 1"
+    assert rows(dsn, total) == [("2024-01-05", "10.00"), ("2024-02-07", "10.00")]
+    # a day the new drop does not touch is not rewritten (its row keeps its place on disk)
+    (jan,), = rows(dsn, "SELECT ctid::text FROM mart.kpi_daily WHERE breakdown = 'total' "
+                        "AND date = '2024-01-05'")
+    # P-9, inferred for O-2, described now: its version changes in place, and O-2's day with it
+    run = load(settings, write_drop(tmp_path / "d2", products=[prod("P-9", "Games", T0)]))
+    assert rows(dsn, "SELECT DISTINCT date_key FROM etl.touched_days") == []
+    assert rows(dsn, "SELECT month::text, category, revenue::text FROM mart.kpi_monthly WHERE "
+                     "breakdown = 'category' ORDER BY 1") == [
+        ("2024-01-01", "Toys", "10.00"), ("2024-02-01", "Games", "10.00")]
+    assert "refresh" in [s.name for s in run.stages]
+    assert rows(dsn, "SELECT ctid::text FROM mart.kpi_daily WHERE breakdown = 'total' "
+                     "AND date = '2024-01-05'") == [(jan,)]
+    # a correction that moves O-1 to another month: both months change
+    load(settings, write_drop(tmp_path / "d3", sales=[
+        sale("O-1", "2024-03-01T10:00:00Z", qty=2, upd="2024-03-02T00:00:00Z")]))
+    assert rows(dsn, total) == [("2024-02-07", "10.00"), ("2024-03-01", "20.00")]
+    assert rows(dsn, "SELECT cohort_month::text, months_since, customers FROM mart.cohort_cells "
+                     "ORDER BY 1, 2") == [("2024-02-01", 0, 1), ("2024-02-01", 1, 1)]
+    assert_mart_as_if_recomputed(dsn)
+
+
 def test_a_failed_refresh_leaves_the_load_committed_and_the_next_run_retries(settings, dsn,
                                                                              tmp_path):
     load(settings, write_drop(tmp_path / "d1", products=[prod("P-1", "Toys", T0)],
                               sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
-    # without its unique index, a populated view cannot refresh CONCURRENTLY
-    execute(dsn, "DROP INDEX mart.kpi_daily_mv_key")
+    # a mart table that refuses the new day's figures: the refresh fails as a whole
+    execute(dsn, "ALTER TABLE mart.kpi_daily ADD CONSTRAINT no_new_days "
+                 "CHECK (date < '2024-01-06')")
     run = load(settings, write_drop(tmp_path / "d2", sales=[sale("O-2", "2024-01-06T10:00:00Z")]))
-    failed = {r.view: r.error for r in run.refreshed if r.error}
-    assert list(failed) == ["mart.kpi_daily_mv"]
-    assert failed["mart.kpi_daily_mv"] == (
-        'cannot refresh materialized view "mart.kpi_daily_mv" concurrently')
+    assert [(r.view, r.error) for r in run.refreshed] == [("mart", (
+        'new row for relation "kpi_daily" violates check constraint "no_new_days"'))]
     assert rows(dsn, "SELECT count(*) FROM dw.fact_sales") == [(2,)]
     assert rows(dsn, "SELECT status FROM etl.runs ORDER BY run_id") == [("ok",), ("ok",)]
-    assert rows(dsn, "SELECT error IS NOT NULL FROM etl.mart_refresh "
-                     "WHERE view_name = 'mart.kpi_daily_mv'") == [(True,)]
-    execute(dsn, "CREATE UNIQUE INDEX kpi_daily_mv_key ON mart.kpi_daily_mv "
-              "(date, breakdown, store_id, category, segment, country) NULLS NOT DISTINCT")
+    assert rows(dsn, "SELECT error IS NOT NULL FROM etl.mart_refresh") == [(True,)]
+    # nothing of the failed refresh stayed: not the customer days it had written, nor the
+    # touched days it had taken
+    assert rows(dsn, "SELECT count(*) FROM mart.customer_days") == [(1,)]
+    assert rows(dsn, "SELECT DISTINCT date_key FROM etl.touched_days") == [(20240106,)]
+    execute(dsn, "ALTER TABLE mart.kpi_daily DROP CONSTRAINT no_new_days")
     # a run that changes nothing still owes the refresh, and does it
     retry = load(settings, write_drop(tmp_path / "d3", sales=[sale("O-2", "2024-01-06T10:00:00Z")]))
     assert retry.counts["sales"].loaded == 0
-    assert [r.error for r in retry.refreshed] == [None] * 5
+    assert [r.error for r in retry.refreshed] == [None] * 6
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("20.00",)]
     assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
+    assert rows(dsn, "SELECT count(*) FROM etl.touched_days") == [(0,)]
 
 
 def test_the_report_is_one_offline_file_its_json_the_same_bytes_every_time(settings, dsn,
@@ -253,8 +293,7 @@ def test_a_refresh_that_fails_as_a_whole_is_owed_by_the_next_run(settings, dsn, 
     assert rows(dsn, "SELECT count(*) FROM mart.sales_kpis") == [(0,)]  # stale: owed
     monkeypatch.setattr(refresh, "refresh", real)
     again = load(settings, write_drop(tmp_path / "d2", sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
-    assert again.counts["sales"].loaded == 0 and [r.error for r in again.refreshed] == [None] * 5
-    assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL "
-                     "OR view_name = 'mart'") == [(0,)]
+    assert again.counts["sales"].loaded == 0 and [r.error for r in again.refreshed] == [None] * 6
+    assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("10.00",)]

@@ -22,7 +22,7 @@ def test_the_notebook_answers_its_questions_from_the_mart(settings, dsn, tmp_pat
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()  # raises on any error
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
-    last = rows(dsn, "SELECT max(month) FROM mart.kpi_monthly_mv")[0][0]
+    last = rows(dsn, "SELECT max(month) FROM mart.kpi_monthly")[0][0]
     assert repr(last) in outputs[0]["data"]["text/plain"]
     # the top product of the last month, as the mart ranks it, is in question 3's table
     top = rows(dsn, f"SELECT product_id FROM mart.top_products_monthly WHERE month = '{last}' "

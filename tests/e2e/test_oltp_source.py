@@ -17,6 +17,7 @@ from retail_etl.extract import oltp
 from retail_etl.generate.oltp import create_oltp, mutate_day
 from tests.helpers import (
     TEMPLATE,
+    assert_mart_as_if_recomputed,
     execute,
     fresh_database,
     query,
@@ -129,6 +130,7 @@ def test_cancelled_orders_and_deleted_lines_leave_the_fact_table(settings, small
     assert left[str(o2)] == n[str(o2)]
     assert left[str(o3)] == n[str(o3)]
     assert day.counts["sales"].deleted_by == {"order_cancelled": n[str(o1)], "line_deleted": 2}
+    assert_mart_as_if_recomputed(settings.dsn)  # the days of the deleted lines, recomputed
     full = run(s, full=True)
     assert full.counts["sales"].deleted == 0
     assert warehouse_lines(settings.dsn) == source_lines(small_shop)

@@ -10,7 +10,16 @@ import pytest
 
 from retail_etl.config import FilesSource, PostgresSource
 from retail_etl.generate.oltp import create_oltp
-from tests.helpers import execute, rows, run, shop, source_lines, warehouse_lines, write_drop
+from tests.helpers import (
+    assert_mart_as_if_recomputed,
+    execute,
+    rows,
+    run,
+    shop,
+    source_lines,
+    warehouse_lines,
+    write_drop,
+)
 
 
 @pytest.fixture
@@ -44,6 +53,7 @@ def test_orders_deleted_outright_and_lines_deleted_silently_leave(settings, smal
     assert warehouse_lines(settings.dsn) == source_lines(small_shop)
     assert day.counts["sales"].deleted_by == {"order_deleted": n_gone, "line_deleted": 1}
     assert ledger(settings.dsn, day.run_id) == day.counts["sales"].deleted_by
+    assert_mart_as_if_recomputed(settings.dsn)  # the deleted lines' days were recomputed
     quiet = run(s)  # found once: the next run has nothing to delete
     assert quiet.counts["sales"].deleted == 0
     before = rows(settings.dsn, "SELECT * FROM dw.fact_sales ORDER BY order_id, line_number")
@@ -72,6 +82,7 @@ def test_a_deleted_order_recreated_with_its_id_is_the_new_order(settings, small_
     assert warehouse_lines(settings.dsn) == source_lines(small_shop)
     assert rows(settings.dsn, f"SELECT line_number, quantity, total_amount::text FROM "
                               f"dw.fact_sales WHERE order_id = '{o}'") == [(1, 7, "24.50")]
+    assert_mart_as_if_recomputed(settings.dsn)
 
 
 def test_a_drops_lines_are_untouched_by_the_shops_deletions(settings, small_shop, tmp_path):

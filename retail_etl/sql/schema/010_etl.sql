@@ -64,12 +64,23 @@ CREATE TABLE IF NOT EXISTS etl.schema_state (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The mart's materialized views: when each was last refreshed, by which run, and the error
--- of the last attempt if it failed (the next run retries it; see load/refresh.py).
+-- The mart's refresh (load/refresh.py): when it last succeeded, by which run, how long it
+-- took, and the error of the last attempt if it failed (the next run retries it). One row,
+-- 'mart'; none yet: the mart was never filled (the next refresh fills it whole).
 CREATE TABLE IF NOT EXISTS etl.mart_refresh (
     view_name    text PRIMARY KEY,
     refreshed_at timestamptz,
     run_id       bigint,
     seconds      double precision,
     error        text
+);
+
+-- The days whose lines a run changed in a fact table (written, replaced, deleted or
+-- re-pointed; or pointing to a dimension version changed in place), written in the run's
+-- transaction; the mart's refresh recomputes those days and deletes the rows it read.
+-- Not unique: a run writing while a refresh reads adds rows the refresh does not see.
+CREATE TABLE IF NOT EXISTS etl.touched_days (
+    fact     text NOT NULL,
+    date_key int NOT NULL,
+    run_id   bigint
 );
