@@ -118,18 +118,34 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
     firsts = _array([date(y, m, 1).isoformat() for y, m in months], "date")
     month_days = _array([y * 10000 + m * 100 + d for y, m in months
                          for d in range(1, calendar.monthrange(y, m)[1] + 1)], "int")
-    moved = "(SELECT array_agg(customer_id) FROM refresh_customers)"
+    moved = "(SELECT array_agg(customer_id) FROM refresh_customers)::text[]"
+    cohort = "(SELECT array_agg(customer_id) FROM refresh_cohort_customers)::text[]"
+    lo, hi = date(*months[0], 1), date(*months[-1], calendar.monthrange(*months[-1])[1])
     steps = {
-        # the customers of those days, before and after: their cohort cells are taken out
-        # (computed from customer_days as it was) and put back (as it is now)
         "mart.customer_days": [
             f"CREATE TEMP TABLE refresh_days ON COMMIT DROP AS "
             f"SELECT * FROM mart.customer_days_of({keys})",
+            # the customers of those days, before and after
             f"CREATE TEMP TABLE refresh_customers ON COMMIT DROP AS "
             f"SELECT customer_id FROM mart.customer_days WHERE date = ANY({dates}) "
             f"UNION SELECT customer_id FROM refresh_days",
+            # of them, those who start or stop ordering in one of those months: their cohort
+            # cells are taken out (from customer_days as it was) and put back (as it is now)
+            f"""CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS
+                SELECT DISTINCT customer_id FROM (
+                    SELECT customer_id, month, bool_or(was) AS was, bool_or(is_now) AS is_now
+                    FROM (SELECT customer_id, date_trunc('month', date)::date AS month,
+                                 true AS was, NOT date = ANY({dates}) AS is_now
+                          FROM mart.customer_days
+                          WHERE customer_id = ANY({moved})
+                            AND date BETWEEN '{lo}' AND '{hi}'
+                          UNION ALL
+                          SELECT customer_id, date_trunc('month', date)::date, false, true
+                          FROM refresh_days) p
+                    GROUP BY 1, 2) m
+                WHERE was <> is_now""",
             f"CREATE TEMP TABLE refresh_old_cells ON COMMIT DROP AS "
-            f"SELECT * FROM mart.cohort_cells_of({moved})",
+            f"SELECT * FROM mart.cohort_cells_of({cohort})",
             f"DELETE FROM mart.customer_days WHERE date = ANY({dates})",
             "INSERT INTO mart.customer_days SELECT * FROM refresh_days",
         ],
@@ -137,7 +153,7 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             MERGE INTO mart.cohort_cells t
             USING (SELECT cohort_month, months_since, sum(n) AS n FROM (
                        SELECT cohort_month, months_since, customers AS n
-                       FROM mart.cohort_cells_of({moved})
+                       FROM mart.cohort_cells_of({cohort})
                        UNION ALL
                        SELECT cohort_month, months_since, -customers FROM refresh_old_cells) c
                    GROUP BY 1, 2 HAVING sum(n) <> 0) d
