@@ -221,7 +221,7 @@ def assert_mart_as_if_recomputed(dsn: str) -> None:
 
     conn = connect(dsn, autocommit=True)
     try:
-        assert [r.error for r in refresh.refresh(conn, None, full=True)] == [None] * 6
+        assert [r.error for r in refresh.refresh(conn, None, full=True)] == [None] * 7
     finally:
         conn.close()
     whole = mart_content(dsn)

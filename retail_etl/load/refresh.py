@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from datetime import date
 
 import adbc_driver_manager
+import polars as pl
+
+from retail_etl.load.copy import ingest
 
 log = logging.getLogger("retail_etl")
 
@@ -112,7 +115,6 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
         days = {int(d) for d, in cur.fetchall()}
     if not days:
         return []
-    keys = _array(sorted(days), "int")
     dates = _array([_date(d).isoformat() for d in sorted(days)], "date")
     months = sorted({(d // 10000, d // 100 % 100) for d in days})
     firsts = _array([date(y, m, 1).isoformat() for y, m in months], "date")
@@ -121,14 +123,22 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
     moved = "(SELECT array_agg(customer_id) FROM refresh_customers)::text[]"
     cohort = "(SELECT array_agg(customer_id) FROM refresh_cohort_customers)::text[]"
     lo, hi = date(*months[0], 1), date(*months[-1], calendar.monthrange(*months[-1])[1])
+    t0 = time.perf_counter()
+    cur.execute("CREATE TEMP TABLE refresh_kpi (LIKE mart.kpi_daily) ON COMMIT DROP")
+    cur.execute("CREATE TEMP TABLE refresh_days (LIKE mart.customer_days) ON COMMIT DROP")
+    for y, m in months:  # a month of lines at a time: memory bounded by the month
+        lines = _lines(cur, [d for d in sorted(days) if d // 100 == y * 100 + m])
+        if lines.height:
+            ingest(cur, kpi_parts(lines), "refresh_kpi", temporary=True)
+            ingest(cur, customer_days(lines), "refresh_days", temporary=True)
+    done = [Refreshed("sales lines", time.perf_counter() - t0)]
     steps = {
         "mart.customer_days": [
-            f"CREATE TEMP TABLE refresh_days ON COMMIT DROP AS "
-            f"SELECT * FROM mart.customer_days_of({keys})",
+            f"CREATE TEMP TABLE refresh_old_days ON COMMIT DROP AS "
+            f"SELECT * FROM mart.customer_days WHERE date = ANY({dates})",
             # the customers of those days, before and after
-            f"CREATE TEMP TABLE refresh_customers ON COMMIT DROP AS "
-            f"SELECT customer_id FROM mart.customer_days WHERE date = ANY({dates}) "
-            f"UNION SELECT customer_id FROM refresh_days",
+            "CREATE TEMP TABLE refresh_customers ON COMMIT DROP AS SELECT customer_id "
+            "FROM refresh_old_days UNION SELECT customer_id FROM refresh_days",
             # of them, those who start or stop ordering in one of those months: their cohort
             # cells are taken out (from customer_days as it was) and put back (as it is now)
             f"""CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS
@@ -162,13 +172,32 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             WHEN MATCHED THEN UPDATE SET customers = t.customers + d.n
             WHEN NOT MATCHED THEN INSERT VALUES (d.cohort_month, d.months_since, d.n)"""],
         "mart.customer_summary": [
-            "DELETE FROM mart.customer_summary s USING refresh_customers c "
+            # recomputed whole: a new cohort month, or a last order that may have moved back
+            f"""CREATE TEMP TABLE refresh_whole_customers ON COMMIT DROP AS
+                SELECT customer_id FROM refresh_cohort_customers
+                UNION SELECT s.customer_id FROM mart.customer_summary s
+                JOIN refresh_customers c USING (customer_id) WHERE s.last_order = ANY({dates})""",
+            "DELETE FROM mart.customer_summary s USING refresh_whole_customers c "
             "WHERE s.customer_id = c.customer_id",
-            f"INSERT INTO mart.customer_summary SELECT * FROM mart.customer_summary_of({moved})",
+            "INSERT INTO mart.customer_summary SELECT * FROM mart.customer_summary_of(("
+            "SELECT array_agg(customer_id) FROM refresh_whole_customers)::text[])",
+            # the others: the days' new figures in, their old ones out
+            """UPDATE mart.customer_summary s
+               SET orders = s.orders + d.orders, revenue = s.revenue + d.revenue,
+                   last_order = greatest(s.last_order, d.last_order)
+               FROM (SELECT customer_id, sum(orders)::bigint AS orders, sum(revenue) AS revenue,
+                            max(date) FILTER (WHERE orders > 0) AS last_order
+                     FROM (SELECT customer_id, date, orders, revenue FROM refresh_days
+                           UNION ALL
+                           SELECT customer_id, NULL, -orders, -revenue FROM refresh_old_days) x
+                     WHERE NOT EXISTS (SELECT 1 FROM refresh_whole_customers w
+                                       WHERE w.customer_id = x.customer_id)
+                     GROUP BY customer_id) d
+               WHERE s.customer_id = d.customer_id""",
         ],
         "mart.kpi_daily": [
             f"DELETE FROM mart.kpi_daily WHERE date = ANY({dates})",
-            f"INSERT INTO mart.kpi_daily SELECT * FROM mart.kpi_daily_of({keys})",
+            "INSERT INTO mart.kpi_daily SELECT * FROM refresh_kpi",
         ],
         "mart.kpi_monthly": [
             f"DELETE FROM mart.kpi_monthly WHERE month = ANY({firsts})",
@@ -179,7 +208,6 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             f"INSERT INTO mart.product_monthly SELECT * FROM mart.product_monthly_of({month_days})",
         ],
     }
-    done = []
     for table, statements in steps.items():
         t0 = time.perf_counter()
         for sql in statements:
@@ -189,6 +217,55 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
         done.append(Refreshed(table, time.perf_counter() - t0))
         advance(1)
     return done
+
+
+# the breakdowns of kpi_daily: the columns each groups by (the others are NULL)
+BREAKDOWNS = {"total": [], "store": ["store_id"], "category": ["category"],
+              "segment": ["segment"], "country": ["country"],
+              "store,category": ["store_id", "category"]}
+MEMBERS = ["store_id", "category", "segment", "country"]
+
+
+def _lines(cur, days: list[int]) -> pl.DataFrame:
+    """The sale lines of these days (mart.sales_lines), amounts exact."""
+    cur.execute(f"SELECT date, order_id, store_id, category, segment, country, customer_id, "
+                f"quantity, unit_price::text, discount::text, total_amount::text "
+                f"FROM mart.sales_lines WHERE date_key = ANY({_array(days, 'int')})")
+    return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
+        pl.col("unit_price", "discount", "total_amount").cast(pl.Decimal(38, 2)))
+
+
+def kpi_parts(lines: pl.DataFrame) -> pl.DataFrame:
+    """mart.kpi_daily's rows for these lines (the definitions: sql/views/050_mart.sql)."""
+    sold, returned = pl.col("quantity") > 0, pl.col("quantity") < 0
+    amount, qty = pl.col("total_amount"), pl.col("quantity")
+    parts = [amount.sum().alias("revenue"),
+             amount.filter(sold).sum().alias("gross_sales"),
+             (-amount.filter(returned).sum()).alias("returns"),
+             pl.col("order_id").n_unique().cast(pl.Int64).alias("orders"),
+             pl.len().cast(pl.Int64).alias("lines"),
+             qty.sum().alias("units"),
+             qty.filter(sold).sum().alias("units_sold"),
+             (-qty.filter(returned).sum()).alias("units_returned"),
+             pl.col("discount").filter(sold).sum().alias("discount"),
+             (qty * pl.col("unit_price")).filter(sold).sum().alias("list_sales")]
+    frames = [lines.group_by("date", *cols).agg(parts).with_columns(
+        breakdown=pl.lit(name), **{c: pl.lit(None, pl.String) for c in MEMBERS if c not in cols})
+        for name, cols in BREAKDOWNS.items()]
+    out = pl.concat([f.select("date", "breakdown", *MEMBERS, *[p.meta.output_name() for p in parts])
+                     for f in frames])
+    money = ["revenue", "gross_sales", "returns", "discount", "list_sales"]
+    return out.with_columns(pl.col(money).fill_null(0).cast(pl.Decimal(38, 2)),
+                            pl.col("units", "units_sold", "units_returned").fill_null(0)
+                            .cast(pl.Int64))
+
+
+def customer_days(lines: pl.DataFrame) -> pl.DataFrame:
+    """mart.customer_days's rows for these lines: orders, lines, revenue per customer and day."""
+    return (lines.filter(pl.col("customer_id").is_not_null())
+            .group_by("customer_id", "date")
+            .agg(orders=pl.col("order_id").n_unique().cast(pl.Int64),
+                 lines=pl.len().cast(pl.Int64), revenue=pl.col("total_amount").sum()))
 
 
 def _date(key: int) -> date:

@@ -72,7 +72,7 @@ def test_mart_kpis_equal_a_recomputation_from_the_drop_files(settings, dsn, gene
     for drop in generated:
         run = load(settings, drop)
         assert all(c.rejected == 0 for c in run.counts.values())
-        assert [r.error for r in run.refreshed] == [None] * 6
+        assert [r.error for r in run.refreshed] == [None] * 7
     lines = expected_lines(generated)
     monthly = (lines.group_by("month").agg(revenue=pl.col("total").sum(),
                                            orders=pl.col("order_id").n_unique(),
@@ -205,7 +205,7 @@ def test_a_failed_refresh_leaves_the_load_committed_and_the_next_run_retries(set
     # a run that changes nothing still owes the refresh, and does it
     retry = load(settings, write_drop(tmp_path / "d3", sales=[sale("O-2", "2024-01-06T10:00:00Z")]))
     assert retry.counts["sales"].loaded == 0
-    assert [r.error for r in retry.refreshed] == [None] * 6
+    assert [r.error for r in retry.refreshed] == [None] * 7
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("20.00",)]
     assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
@@ -293,7 +293,7 @@ def test_a_refresh_that_fails_as_a_whole_is_owed_by_the_next_run(settings, dsn, 
     assert rows(dsn, "SELECT count(*) FROM mart.sales_kpis") == [(0,)]  # stale: owed
     monkeypatch.setattr(refresh, "refresh", real)
     again = load(settings, write_drop(tmp_path / "d2", sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
-    assert again.counts["sales"].loaded == 0 and [r.error for r in again.refreshed] == [None] * 6
+    assert again.counts["sales"].loaded == 0 and [r.error for r in again.refreshed] == [None] * 7
     assert rows(dsn, "SELECT count(*) FROM etl.mart_refresh WHERE error IS NOT NULL") == [(0,)]
     assert rows(dsn, "SELECT sum(revenue)::text FROM mart.sales_kpis "
                      "WHERE grain = 'month' AND breakdown = 'total'") == [("10.00",)]

@@ -68,44 +68,22 @@ JOIN dw.dim_store s ON s.store_key = f.store_key;
 
 -- The additive parts of every KPI per day, for the breakdowns readers ask for. A breakdown's
 -- columns are set, the others NULL (breakdown 'total': all NULL). An order lies on one day,
--- so orders add up over days within a breakdown member.
+-- so orders add up over days within a breakdown member. The refresh computes a day's rows
+-- from mart.sales_lines with Polars (load/refresh.py: one pass over the lines for every
+-- breakdown and for customer_days, where count(DISTINCT) over grouping sets sorts each).
 CREATE TABLE mart.kpi_daily (
     date           date NOT NULL,
     breakdown      text NOT NULL,
     store_id       text, category text, segment text, country text,
-    revenue        numeric NOT NULL, gross_sales numeric NOT NULL, returns numeric NOT NULL,
+    -- money at the cents of the facts' amounts (numeric(38, 2): sums of any warehouse fit)
+    revenue        numeric(38, 2) NOT NULL, gross_sales numeric(38, 2) NOT NULL,
+    returns        numeric(38, 2) NOT NULL,
     orders         bigint NOT NULL, lines bigint NOT NULL, units bigint NOT NULL,
     units_sold     bigint NOT NULL, units_returned bigint NOT NULL,
-    discount       numeric NOT NULL, list_sales numeric NOT NULL
+    discount       numeric(38, 2) NOT NULL, list_sales numeric(38, 2) NOT NULL
 );
 CREATE UNIQUE INDEX kpi_daily_key ON mart.kpi_daily
     (date, breakdown, store_id, category, segment, country) NULLS NOT DISTINCT;
-
--- kpi_daily's rows for these days (date keys), computed from the facts: what the refresh
--- writes for the days a run touched (the partitions of other months are not read).
-CREATE FUNCTION mart.kpi_daily_of(days int[]) RETURNS SETOF mart.kpi_daily
-LANGUAGE sql STABLE AS $$
-SELECT date,
-       CASE GROUPING(store_id, category, segment, country)
-            WHEN 15 THEN 'total' WHEN 7 THEN 'store' WHEN 11 THEN 'category'
-            WHEN 13 THEN 'segment' WHEN 14 THEN 'country' WHEN 3 THEN 'store,category'
-       END AS breakdown,
-       store_id, category, segment, country,
-       sum(total_amount)                                         AS revenue,
-       coalesce(sum(total_amount) FILTER (WHERE quantity > 0), 0)  AS gross_sales,
-       coalesce(-sum(total_amount) FILTER (WHERE quantity < 0), 0) AS returns,
-       count(DISTINCT order_id)                                  AS orders,
-       count(*)                                                  AS lines,
-       sum(quantity)                                             AS units,
-       coalesce(sum(quantity) FILTER (WHERE quantity > 0), 0)      AS units_sold,
-       coalesce(-sum(quantity) FILTER (WHERE quantity < 0), 0)     AS units_returned,
-       coalesce(sum(discount) FILTER (WHERE quantity > 0), 0)      AS discount,
-       coalesce(sum(quantity * unit_price) FILTER (WHERE quantity > 0), 0) AS list_sales
-FROM mart.sales_lines
-WHERE date_key = ANY(days)
-GROUP BY date, GROUPING SETS ((), (store_id), (category), (segment), (country),
-                              (store_id, category))
-$$;
 
 -- The same parts per calendar month, summed from the days (the heavy work is done once).
 CREATE TABLE mart.kpi_monthly (LIKE mart.kpi_daily);
@@ -195,16 +173,18 @@ GROUP BY month;
 -- Revenue per product and month (the product as it is now names it).
 CREATE TABLE mart.product_monthly (
     month date NOT NULL, product_id text NOT NULL,
-    revenue numeric NOT NULL, units bigint NOT NULL, lines bigint NOT NULL,
+    revenue numeric(38, 2) NOT NULL, units bigint NOT NULL, lines bigint NOT NULL,
     PRIMARY KEY (month, product_id)
 );
 
+-- (straight from the facts and the one dimension it needs: a month is read whole)
 CREATE FUNCTION mart.product_monthly_of(days int[]) RETURNS SETOF mart.product_monthly
 LANGUAGE sql STABLE AS $$
-SELECT month, product_id, sum(total_amount), sum(quantity), count(*)
-FROM mart.sales_lines
-WHERE date_key = ANY(days) AND product_id IS NOT NULL
-GROUP BY month, product_id
+SELECT make_date(f.date_key / 10000, f.date_key / 100 % 100, 1), p.product_id,
+       sum(f.total_amount), sum(f.quantity), count(*)
+FROM dw.fact_sales f JOIN dw.dim_product p ON p.product_key = f.product_key
+WHERE f.date_key = ANY(days) AND p.product_id IS NOT NULL
+GROUP BY 1, p.product_id
 $$;
 
 -- Products ranked by revenue per month (equal revenue, equal rank; listed by product id).
@@ -222,26 +202,19 @@ SELECT period_start AS month,
 FROM mart.sales_kpis
 WHERE grain = 'month' AND breakdown = 'category';
 
--- Per customer and day: the orders, lines and revenue (what cohorts and RFM are made of).
+-- Per customer and day: the orders, lines and revenue (what cohorts and RFM are made of;
+-- computed with kpi_daily's rows, from the same lines).
 CREATE TABLE mart.customer_days (
     customer_id text NOT NULL, date date NOT NULL,
-    orders bigint NOT NULL, lines bigint NOT NULL, revenue numeric NOT NULL,
+    orders bigint NOT NULL, lines bigint NOT NULL, revenue numeric(38, 2) NOT NULL,
     PRIMARY KEY (customer_id, date)
 );
 CREATE INDEX customer_days_date ON mart.customer_days (date);
 
-CREATE FUNCTION mart.customer_days_of(days int[]) RETURNS SETOF mart.customer_days
-LANGUAGE sql STABLE AS $$
-SELECT customer_id, date, count(DISTINCT order_id), count(*), sum(total_amount)
-FROM mart.sales_lines
-WHERE date_key = ANY(days) AND customer_id IS NOT NULL
-GROUP BY customer_id, date
-$$;
-
 -- Per customer: the first order's month (the cohort), the last order, orders and revenue.
 CREATE TABLE mart.customer_summary (
     customer_id text PRIMARY KEY, cohort_month date NOT NULL, last_order date NOT NULL,
-    orders bigint NOT NULL, revenue numeric NOT NULL
+    orders bigint NOT NULL, revenue numeric(38, 2) NOT NULL
 );
 
 CREATE FUNCTION mart.customer_summary_of(customers text[]) RETURNS SETOF mart.customer_summary
