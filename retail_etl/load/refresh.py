@@ -141,6 +141,9 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             "FROM refresh_old_days UNION SELECT customer_id FROM refresh_days",
             # of them, those who start or stop ordering in one of those months: their cohort
             # cells are taken out (from customer_days as it was) and put back (as it is now)
+            # (all of them when the mart is filled whole: it starts empty)
+            "CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS "
+            "SELECT customer_id FROM refresh_customers" if whole else
             f"""CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS
                 SELECT DISTINCT customer_id FROM (
                     SELECT customer_id, month, bool_or(was) AS was, bool_or(is_now) AS is_now
