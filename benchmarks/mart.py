@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "next_refresh_s": stage(daily, "refresh"),
         "late_load_s": late.seconds, "late_refresh_s": stage(late, "refresh"),
         "report_s": report_s,
+        # where each drop's refresh went (load/refresh.py's steps)
+        "refresh_steps": {name: {r.view: r.seconds for r in run.refreshed}
+                          for name, run in (("first", first), ("next", daily), ("late", late))},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"mart_{args.lines}.json").write_text(json.dumps(result, indent=2, default=str))
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     late_rest = late.seconds - result["late_refresh_s"]
     next_rest = daily.seconds - result["next_refresh_s"]
     m = machine
+    by = result["refresh_steps"]
+    steps = "\n".join(f"| {v} | " + " | ".join(f"{by[k].get(v, 0):.2f}" for k in by) + " |"
+                      for v in by["first"])
     md = f"""# The mart at {lines:,} lines (`python -m benchmarks.mart --lines {args.lines}`)
 
 {m['date']}; {m['cpu']}, {m['cores']} cores; PostgreSQL {m['postgresql']}. One run, while
@@ -170,6 +176,12 @@ other work shared the machine: compare the columns of a row, not runs.
 | late lines of every month ({moved:,} lines, 1%), of which refresh | {late.seconds:.2f}, {result['late_refresh_s']:.2f} |
 | refresh / the rest of that run | {result['late_refresh_s'] / late_rest:.2f} |
 | the report (HTML, 5 charts) | {report_s:.2f} |
+
+Where each refresh went (seconds):
+
+| step | first load | the next days | late lines |
+|---|--:|--:|--:|
+{steps}
 """
     (args.out / f"mart_{args.lines}.md").write_text(md)
     print(md)

@@ -141,11 +141,12 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             "FROM refresh_old_days UNION SELECT customer_id FROM refresh_days",
             # of them, those who start or stop ordering in one of those months: their cohort
             # cells are taken out (from customer_days as it was) and put back (as it is now)
-            # (all of them when the mart is filled whole: it starts empty)
+            # (all of them when the mart is filled whole: it starts empty); `lost`: a month
+            # without orders now
             "CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS "
-            "SELECT customer_id FROM refresh_customers" if whole else
+            "SELECT customer_id, false AS lost FROM refresh_customers" if whole else
             f"""CREATE TEMP TABLE refresh_cohort_customers ON COMMIT DROP AS
-                SELECT DISTINCT customer_id FROM (
+                SELECT customer_id, bool_or(was AND NOT is_now) AS lost FROM (
                     SELECT customer_id, month, bool_or(was) AS was, bool_or(is_now) AS is_now
                     FROM (SELECT customer_id, date_trunc('month', date)::date AS month,
                                  true AS was, NOT date = ANY({dates}) AS is_now
@@ -156,7 +157,8 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
                           SELECT customer_id, date_trunc('month', date)::date, false, true
                           FROM refresh_days) p
                     GROUP BY 1, 2) m
-                WHERE was <> is_now""",
+                WHERE was <> is_now
+                GROUP BY customer_id""",
             f"CREATE TEMP TABLE refresh_old_cells ON COMMIT DROP AS "
             f"SELECT * FROM mart.cohort_cells_of({cohort})",
             f"DELETE FROM mart.customer_days WHERE date = ANY({dates})",
@@ -175,28 +177,35 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
             WHEN MATCHED THEN UPDATE SET customers = t.customers + d.n
             WHEN NOT MATCHED THEN INSERT VALUES (d.cohort_month, d.months_since, d.n)"""],
         "mart.customer_summary": [
-            # recomputed whole: a new cohort month, or a last order that may have moved back
+            # recomputed whole: a month lost (the cohort may move later), or a last order on
+            # one of the days (it may move back)
             f"""CREATE TEMP TABLE refresh_whole_customers ON COMMIT DROP AS
-                SELECT customer_id FROM refresh_cohort_customers
+                SELECT customer_id FROM refresh_cohort_customers WHERE lost
                 UNION SELECT s.customer_id FROM mart.customer_summary s
                 JOIN refresh_customers c USING (customer_id) WHERE s.last_order = ANY({dates})""",
             "DELETE FROM mart.customer_summary s USING refresh_whole_customers c "
             "WHERE s.customer_id = c.customer_id",
             "INSERT INTO mart.customer_summary SELECT * FROM mart.customer_summary_of(("
             "SELECT array_agg(customer_id) FROM refresh_whole_customers)::text[])",
-            # the others: the days' new figures in, their old ones out
-            """UPDATE mart.customer_summary s
-               SET orders = s.orders + d.orders, revenue = s.revenue + d.revenue,
-                   last_order = greatest(s.last_order, d.last_order)
-               FROM (SELECT customer_id, sum(orders)::bigint AS orders, sum(revenue) AS revenue,
-                            max(date) FILTER (WHERE orders > 0) AS last_order
-                     FROM (SELECT customer_id, date, orders, revenue FROM refresh_days
-                           UNION ALL
-                           SELECT customer_id, NULL, -orders, -revenue FROM refresh_old_days) x
-                     WHERE NOT EXISTS (SELECT 1 FROM refresh_whole_customers w
-                                       WHERE w.customer_id = x.customer_id)
-                     GROUP BY customer_id) d
-               WHERE s.customer_id = d.customer_id""",
+            # the others by difference: the days' new figures in, their old ones out; the
+            # cohort and the last order can only move earlier and later (new customers: in)
+            """MERGE INTO mart.customer_summary s
+               USING (SELECT customer_id, sum(orders)::bigint AS orders, sum(revenue) AS revenue,
+                             min(date) AS first_order, max(date) AS last_order
+                      FROM (SELECT customer_id, date, orders, revenue FROM refresh_days
+                            UNION ALL
+                            SELECT customer_id, NULL, -orders, -revenue FROM refresh_old_days) x
+                      WHERE NOT EXISTS (SELECT 1 FROM refresh_whole_customers w
+                                        WHERE w.customer_id = x.customer_id)
+                      GROUP BY customer_id) d
+               ON s.customer_id = d.customer_id
+               WHEN MATCHED THEN UPDATE SET
+                   orders = s.orders + d.orders, revenue = s.revenue + d.revenue,
+                   last_order = greatest(s.last_order, d.last_order),
+                   cohort_month = least(s.cohort_month, date_trunc('month', d.first_order)::date)
+               WHEN NOT MATCHED THEN INSERT VALUES (
+                   d.customer_id, date_trunc('month', d.first_order)::date, d.last_order,
+                   d.orders, d.revenue)""",
         ],
         "mart.kpi_daily": [
             f"DELETE FROM mart.kpi_daily WHERE date = ANY({dates})",

@@ -110,6 +110,7 @@ def test_mart_kpis_equal_a_recomputation_from_the_drop_files(settings, dsn, gene
     got = rows(dsn, "SELECT cohort_month, months_since, cohort_customers, active_customers, "
                     "retention::text FROM mart.customer_cohorts ORDER BY 1, 2")
     assert got == want
+    assert_mart_as_if_recomputed(dsn)  # three loads, each refreshing what it touched
 
 
 def test_every_breakdown_adds_up_to_the_total(settings, dsn, generated):
@@ -179,8 +180,14 @@ def test_a_refresh_recomputes_only_the_days_a_run_touched_and_agrees_with_a_full
     load(settings, write_drop(tmp_path / "d3", sales=[
         sale("O-1", "2024-03-01T10:00:00Z", qty=2, upd="2024-03-02T00:00:00Z")]))
     assert rows(dsn, total) == [("2024-02-07", "10.00"), ("2024-03-01", "20.00")]
-    assert rows(dsn, "SELECT cohort_month::text, months_since, customers FROM mart.cohort_cells "
-                     "ORDER BY 1, 2") == [("2024-02-01", 0, 1), ("2024-02-01", 1, 1)]
+    cells = "SELECT cohort_month::text, months_since, customers FROM mart.cohort_cells ORDER BY 1, 2"
+    assert rows(dsn, cells) == [("2024-02-01", 0, 1), ("2024-02-01", 1, 1)]
+    assert_mart_as_if_recomputed(dsn)
+    # a late sale from before the customer's first month: the cohort moves earlier
+    load(settings, write_drop(tmp_path / "d4", sales=[sale("O-5", "2023-12-20T10:00:00Z")]))
+    assert rows(dsn, cells) == [("2023-12-01", 0, 1), ("2023-12-01", 2, 1), ("2023-12-01", 3, 1)]
+    assert rows(dsn, "SELECT cohort_month::text, last_order::text, orders, revenue::text "
+                     "FROM mart.customer_summary") == [("2023-12-01", "2024-03-01", 3, "40.00")]
     assert_mart_as_if_recomputed(dsn)
 
 
