@@ -559,17 +559,68 @@ def db_up() -> None:
         retail-etl db up
     """
     import pipelines
+    from retail_etl.db import roles
     from retail_etl.db.cluster import Cluster
     from retail_etl.db.connect import connect
     from retail_etl.schema import apply_schema
 
     settings = load_settings()
-    dsn = Cluster(settings.pg_dir).up()
+    cluster = Cluster(settings.pg_dir)
+    dsn = cluster.up()
     conn = connect(dsn)
-    apply_schema(conn, pipelines.PROJECT)
-    conn.close()
+    try:
+        apply_schema(conn, pipelines.PROJECT)
+        _apply_roles(conn, dsn)
+    finally:
+        conn.close()
+    cluster.require_passwords(roles.hba_lines())
     typer.echo(dsn)
     console.info(_server_note(settings))
+
+
+def _apply_roles(conn, dsn: str):
+    from urllib.parse import urlparse
+
+    from retail_etl.db import roles
+
+    database = urlparse(dsn).path.lstrip("/") or "postgres"
+    with conn.cursor() as cur:
+        done = roles.apply(cur, database)
+    conn.commit()
+    return done
+
+
+@db_app.command("roles")
+@handled
+def db_roles(dsn: DsnOpt = None) -> None:
+    """Create or update the warehouse's roles and grants.
+
+    Run it as an administrator. retail_owner owns everything; retail_loader loads (as
+    retail_owner); retail_reporting and retail_analyst read the mart only. Passwords are
+    read from RETAIL_ETL_LOADER_PASSWORD, RETAIL_ETL_REPORTING_PASSWORD and
+    RETAIL_ETL_ANALYST_PASSWORD, never printed.
+    Idempotent: run it again after a load made by another login.
+
+    Example:
+        RETAIL_ETL_LOADER_PASSWORD=... retail-etl db roles --dsn postgresql://admin@host/retail
+    """
+    import pipelines
+    from retail_etl.db import roles
+    from retail_etl.db.connect import connect
+    from retail_etl.schema import apply_schema
+
+    url = _dsn(dsn)
+    conn = connect(url)
+    try:
+        apply_schema(conn, pipelines.PROJECT)
+        done = _apply_roles(conn, url)
+    finally:
+        conn.close()
+    for login in roles.LOGINS:
+        how = ("password set from " if login in done.passwords_set else
+               "no password: set ") + roles.password_variable(login)
+        console.info(f"{login}: {how}")
+    console.info(f"{roles.OWNER} owns dw, etl and mart ({done.objects_owned} objects handed over)")
 
 
 @db_app.command("down")

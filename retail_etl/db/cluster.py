@@ -110,6 +110,21 @@ class Cluster:
                   what="stop the server")
         return True
 
+    def require_passwords(self, lines: list[str]) -> bool:
+        """Put these pg_hba.conf lines first (the logins they name then need their password;
+        the local superuser keeps trust), and reload. True if the file changed."""
+        hba = self.data / "pg_hba.conf"
+        text = hba.read_text()
+        if all(line in text.splitlines() for line in lines):
+            return False
+        stat = hba.stat()
+        hba.write_text("# retail-etl: the warehouse's logins use scram-sha-256\n"
+                       + "".join(f"{line}\n" for line in lines) + text)
+        os.chown(hba, stat.st_uid, stat.st_gid)
+        self._run([self._bin("pg_ctl"), "reload", "-D", str(self.data)],
+                  what="reload the server's configuration")
+        return True
+
     def create_database(self, name: str, template: str | None = None) -> str:
         sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
         self._psql(sql)

@@ -31,6 +31,9 @@
 DROP SCHEMA IF EXISTS mart CASCADE;
 CREATE SCHEMA mart;
 DELETE FROM etl.mart_refresh;  -- the new tables are empty: the next refresh fills them whole
+-- the readers' rights on the new schema (db/roles.py), once `retail-etl db roles` made them
+DO $$ BEGIN IF to_regrole('retail_reporting') IS NOT NULL THEN
+    GRANT USAGE ON SCHEMA mart TO retail_reporting, retail_analyst; ALTER DEFAULT PRIVILEGES FOR ROLE retail_owner IN SCHEMA mart GRANT SELECT ON TABLES TO retail_reporting, retail_analyst; END IF; END $$;
 
 -- The ratios of the definitions above, from a group's additive parts: the one place they
 -- are computed (the views below and `retail-etl report` call it).
@@ -315,3 +318,7 @@ JOIN dw.dim_date d ON d.date_key = f.date_key
 JOIN dw.dim_store s ON s.store_key = f.store_key
 LEFT JOIN dw.dim_store now_s ON now_s.store_id = s.store_id AND now_s.is_current
 GROUP BY 1, 2, 3, 4, 5, 6;
+
+-- the readers may read every table and view above, whoever made them
+DO $$ BEGIN IF to_regrole('retail_reporting') IS NOT NULL THEN
+    GRANT SELECT ON ALL TABLES IN SCHEMA mart TO retail_reporting, retail_analyst; END IF; END $$;

@@ -1,0 +1,121 @@
+"""The warehouse's roles (`retail-etl db roles`, run by an administrator; `db up` runs it on
+the local cluster). Least privilege:
+
+- retail_owner (NOLOGIN) owns every object of dw, etl, etl_build and mart;
+- retail_loader (LOGIN), the ETL service account: not superuser, no CREATEDB or CREATEROLE;
+  a member of retail_owner whose sessions start as retail_owner (ALTER ROLE ... SET role),
+  so partitions, staging tables and the mart a later run makes are owned like the rest;
+- retail_reporting and retail_analyst (LOGIN) read the mart and nothing else: no dw, no
+  etl, no writes, no CREATE, not even temporary tables. The mart's views read dw with their
+  owner's rights, so a partition made by a later load is readable through them with no new
+  grant; the mart's own grants are made again whenever its schema is rebuilt (050_mart.sql).
+
+Idempotent. Passwords come from the environment (RETAIL_ETL_<ROLE>_PASSWORD, e.g.
+RETAIL_ETL_LOADER_PASSWORD), are sent as scram-sha-256 verifiers, and are never printed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+OWNER = "retail_owner"
+LOGINS = {"retail_loader": "LOADER", "retail_reporting": "REPORTING",
+          "retail_analyst": "ANALYST"}
+READERS = ["retail_reporting", "retail_analyst"]
+SCHEMAS = ["dw", "etl", "etl_build", "mart"]
+
+
+@dataclass
+class RolesApplied:
+    roles: list[str]
+    passwords_set: list[str]  # logins whose password came from the environment
+    objects_owned: int  # objects whose owner is now retail_owner
+
+
+def password_variable(login: str) -> str:
+    return f"RETAIL_ETL_{LOGINS[login]}_PASSWORD"
+
+
+def apply(cur, database: str) -> RolesApplied:
+    """Create or bring up to date the roles, the ownership and the grants of `database`."""
+    for role, options in [(OWNER, "NOLOGIN"),
+                          *[(login, "LOGIN") for login in LOGINS]]:
+        cur.execute(f"SELECT to_regrole('{role}') IS NULL")
+        if cur.fetchone()[0]:
+            cur.execute(f"CREATE ROLE {role} {options}")
+        cur.execute(f"ALTER ROLE {role} {options} NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                    "NOREPLICATION NOBYPASSRLS")
+    cur.execute(f"GRANT {OWNER} TO retail_loader")
+    cur.execute(f"ALTER ROLE retail_loader SET role = '{OWNER}'")
+    passwords = []
+    for login in LOGINS:
+        secret = os.environ.get(password_variable(login))
+        if secret:
+            # the server hashes it (password_encryption = scram-sha-256); the statement
+            # itself is not logged by this code and never printed
+            cur.execute("SET LOCAL password_encryption = 'scram-sha-256'")
+            cur.execute(f"ALTER ROLE {login} PASSWORD {_literal(secret)}")
+            passwords.append(login)
+    db = _ident(database)
+    cur.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+    cur.execute(f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {db} TO {OWNER}")
+    cur.execute(f"GRANT CONNECT ON DATABASE {db} TO {', '.join(READERS)}")
+    cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    owned = _own_everything(cur)
+    for schema in ("dw", "etl"):
+        cur.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+    cur.execute("SELECT to_regnamespace('mart') IS NOT NULL")
+    if cur.fetchone()[0]:
+        grant_readers(cur)
+    return RolesApplied([OWNER, *LOGINS], passwords, owned)
+
+
+def grant_readers(cur) -> None:
+    """The readers' rights on the mart: what 050_mart.sql grants again when it rebuilds it."""
+    readers = ", ".join(READERS)
+    cur.execute(f"GRANT USAGE ON SCHEMA mart TO {readers}")
+    cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA mart TO {readers}")
+    cur.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA mart "
+                f"GRANT SELECT ON TABLES TO {readers}")
+
+
+def _own_everything(cur) -> int:
+    """retail_owner becomes the owner of the schemas and of every relation and function in
+    them (made earlier by whichever login ran the loads)."""
+    cur.execute(f"""
+        SELECT 'ALTER SCHEMA ' || quote_ident(n.nspname) || ' OWNER TO {OWNER}'
+        FROM pg_namespace n WHERE n.nspname = ANY($1::text[]) AND n.nspowner <> '{OWNER}'::regrole
+        UNION ALL
+        SELECT 'ALTER ' || CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                          WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END
+               || ' ' || c.oid::regclass::text || ' OWNER TO {OWNER}'
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND c.relowner <> '{OWNER}'::regrole
+          -- (a serial's sequence follows its table)
+          AND (c.relkind <> 'S' OR NOT EXISTS (
+                   SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
+        UNION ALL
+        SELECT 'ALTER ROUTINE ' || p.oid::regprocedure::text || ' OWNER TO {OWNER}'
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ANY($1::text[]) AND p.proowner <> '{OWNER}'::regrole
+    """, parameters=("{" + ",".join(SCHEMAS) + "}",))
+    statements = [s for s, in cur.fetchall()]
+    for sql in statements:
+        cur.execute(sql)
+    return len(statements)
+
+
+def hba_lines() -> list[str]:
+    """pg_hba.conf lines for the local cluster: these logins with a password (scram)."""
+    return [f"host all {','.join(LOGINS)} 127.0.0.1/32 scram-sha-256",
+            f"host all {','.join(LOGINS)} ::1/128 scram-sha-256"]
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,83 @@
+"""The warehouse's roles (issue 12), on a real cluster with password logins: what each role
+reads, what it is refused (permission denied, not an empty result), that a month made by a
+later load is readable through the mart, that the loader is no administrator, and that the
+mart rebuilt by a new schema keeps its readers."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlparse
+
+import pytest
+
+from retail_etl.db import roles
+from tests.helpers import cli, execute, load, rows, write_drop
+
+T0 = "2024-01-01T00:00:00Z"
+
+
+def as_login(dsn: str, login: str, password: str) -> str:
+    u = urlparse(dsn)
+    return f"postgresql://{login}:{password}@{u.hostname}:{u.port}{u.path}"
+
+
+def sale(oid, ts):
+    return [oid, 1, ts, "C-1", "S-1", "P-1", 1, "10.00", "", ""]
+
+
+def refused(dsn: str, sql: str, why: str = "permission denied") -> None:
+    with pytest.raises(Exception) as e:  # noqa: PT011 (the message is what matters)
+        rows(dsn, sql)
+    assert why in str(e.value), f"{sql}: {e.value}"
+
+
+def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, settings, tmp_path,
+                                                             monkeypatch):
+    secret = {login: uuid.uuid4().hex for login in roles.LOGINS}
+    for login, pw in secret.items():
+        monkeypatch.setenv(roles.password_variable(login), pw)
+    made = cli("db", "roles", "--dsn", dsn)
+    assert made.exit_code == 0, made.output
+    assert not any(pw in made.output for pw in secret.values())  # never printed
+    assert "retail_loader: password set from RETAIL_ETL_LOADER_PASSWORD" in made.output
+    assert cli("db", "roles", "--dsn", dsn).exit_code == 0  # idempotent
+    cluster.require_passwords(roles.hba_lines())
+    loader = as_login(dsn, "retail_loader", secret["retail_loader"])
+    reporting = as_login(dsn, "retail_reporting", secret["retail_reporting"])
+    as_loader = settings.model_copy(update={"dsn": loader})
+
+    # the loader loads; the month it makes is owned like the rest
+    load(as_loader, write_drop(tmp_path / "d1", products=[["P-1", "W", "Toys", "", "", "10.00", T0]],
+                               sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+    owners = "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n " \
+             "ON n.oid = c.relnamespace WHERE n.nspname IN ('dw', 'etl', 'mart') " \
+             "AND c.relkind IN ('r', 'p', 'v')"
+    assert rows(dsn, owners) == [("retail_owner",)]
+    assert rows(loader, "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                        "WHERE rolname = session_user") == [(False, False, False)]
+    refused(loader, "CREATE ROLE intruder")
+
+    # reporting reads the mart, and nothing else
+    monthly = "SELECT period_start::text, revenue::text FROM mart.sales_kpis " \
+              "WHERE grain = 'month' AND breakdown = 'total' ORDER BY 1"
+    assert rows(reporting, monthly) == [("2024-01-01", "10.00")]
+    assert rows(reporting, "SELECT count(*) FROM mart.kpi_daily") != [(0,)]
+    for sql in ["SELECT 1 FROM dw.fact_sales LIMIT 1", "SELECT 1 FROM dw.dim_customer LIMIT 1",
+                "SELECT 1 FROM etl.runs LIMIT 1", "SELECT 1 FROM etl.rejects LIMIT 1",
+                "DELETE FROM mart.kpi_daily", "CREATE TABLE mart.x (a int)",
+                "CREATE TABLE public.x (a int)", "CREATE TEMP TABLE x (a int)"]:
+        refused(reporting, sql)
+
+    # a month made by a later load: readable through the mart without a new grant
+    load(as_loader, write_drop(tmp_path / "d2", sales=[sale("O-2", "2024-03-05T10:00:00Z")]))
+    assert rows(reporting, monthly) == [("2024-01-01", "10.00"), ("2024-03-01", "10.00")]
+
+    # a new schema rebuilds the mart (as the loader): its readers keep reading it
+    execute(loader, "DELETE FROM etl.schema_state")
+    load(as_loader, write_drop(tmp_path / "d3", sales=[sale("O-2", "2024-03-05T10:00:00Z")]))
+    assert rows(reporting, monthly) == [("2024-01-01", "10.00"), ("2024-03-01", "10.00")]
+    assert rows(dsn, owners) == [("retail_owner",)]
+
+    # a password login with the wrong password is refused
+    refused(as_login(dsn, "retail_reporting", "wrong"), "SELECT 1",
+            "password authentication failed")
