@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 OWNER = "retail_owner"
+AUDITOR = "retail_auditor"  # (no login) owns the audit log: the owner, so the loader, may only add to it
 LOGINS = {"retail_loader": "LOADER", "retail_reporting": "REPORTING",
           "retail_analyst": "ANALYST"}
 READERS = ["retail_reporting", "retail_analyst"]
@@ -38,7 +39,7 @@ def password_variable(login: str) -> str:
 
 def apply(cur, database: str) -> RolesApplied:
     """Create or bring up to date the roles, the ownership and the grants of `database`."""
-    for role, options in [(OWNER, "NOLOGIN"),
+    for role, options in [(OWNER, "NOLOGIN"), (AUDITOR, "NOLOGIN"),
                           *[(login, "LOGIN") for login in LOGINS]]:
         cur.execute(f"SELECT to_regrole('{role}') IS NULL")
         if cur.fetchone()[0]:
@@ -56,6 +57,12 @@ def apply(cur, database: str) -> RolesApplied:
             cur.execute("SET LOCAL password_encryption = 'scram-sha-256'")
             cur.execute(f"ALTER ROLE {login} PASSWORD {_literal(secret)}")
             passwords.append(login)
+    key = os.environ.get("RETAIL_ETL_MASKING_KEY")
+    if key:  # the pseudonyms change with it
+        cur.execute("DELETE FROM etl.masking_key")
+        cur.execute("INSERT INTO etl.masking_key SELECT sha256(convert_to($1, 'UTF8'))",
+                    parameters=(key,))
+    _audit(cur)
     db = _ident(database)
     cur.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
     cur.execute(f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {db} TO {OWNER}")
@@ -67,7 +74,22 @@ def apply(cur, database: str) -> RolesApplied:
     cur.execute("SELECT to_regnamespace('mart') IS NOT NULL")
     if cur.fetchone()[0]:
         grant_readers(cur)
-    return RolesApplied([OWNER, *LOGINS], passwords, owned)
+    return RolesApplied([OWNER, AUDITOR, *LOGINS], passwords, owned)
+
+
+def _audit(cur) -> None:
+    """audit.pii_reads, owned by retail_auditor: the owner (and so the loader) may add rows,
+    through mart.customers_pii, and not read or change them."""
+    cur.execute(f"CREATE SCHEMA IF NOT EXISTS audit AUTHORIZATION {AUDITOR}")
+    cur.execute("""CREATE TABLE IF NOT EXISTS audit.pii_reads (
+        read_at timestamptz NOT NULL DEFAULT clock_timestamp(), read_by text NOT NULL,
+        object text NOT NULL, row_count bigint)""")
+    cur.execute(f"ALTER SCHEMA audit OWNER TO {AUDITOR}")
+    cur.execute(f"ALTER TABLE audit.pii_reads OWNER TO {AUDITOR}")
+    cur.execute("REVOKE ALL ON SCHEMA audit FROM PUBLIC")
+    cur.execute(f"REVOKE ALL ON audit.pii_reads FROM PUBLIC, {OWNER}")
+    cur.execute(f"GRANT USAGE ON SCHEMA audit TO {OWNER}")
+    cur.execute(f"GRANT INSERT ON audit.pii_reads TO {OWNER}")
 
 
 def grant_readers(cur) -> None:
@@ -77,6 +99,7 @@ def grant_readers(cur) -> None:
     cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA mart TO {readers}")
     cur.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA mart "
                 f"GRANT SELECT ON TABLES TO {readers}")
+    cur.execute("GRANT EXECUTE ON FUNCTION mart.customers_pii() TO retail_analyst")
 
 
 def _own_everything(cur) -> int:

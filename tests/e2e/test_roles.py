@@ -11,9 +11,12 @@ from urllib.parse import urlparse
 import pytest
 
 from retail_etl.db import roles
+from retail_etl.db.connect import connect
 from tests.helpers import cli, execute, load, rows, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
+CUSTOMER = ["C-1", "Jane", "Roe", "jane@example.com", "Retail", "Springfield", "IL", "US",
+            "2023-06-01", T0]
 
 
 def as_login(dsn: str, login: str, password: str) -> str:
@@ -48,7 +51,7 @@ def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, setti
 
     # the loader loads; the month it makes is owned like the rest
     load(as_loader, write_drop(tmp_path / "d1", products=[["P-1", "W", "Toys", "", "", "10.00", T0]],
-                               sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
+                               customers=[CUSTOMER], sales=[sale("O-1", "2024-01-05T10:00:00Z")]))
     owners = "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n " \
              "ON n.oid = c.relnamespace WHERE n.nspname IN ('dw', 'etl', 'mart') " \
              "AND c.relkind IN ('r', 'p', 'v')"
@@ -77,6 +80,32 @@ def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, setti
     load(as_loader, write_drop(tmp_path / "d3", sales=[sale("O-2", "2024-03-05T10:00:00Z")]))
     assert rows(reporting, monthly) == [("2024-01-01", "10.00"), ("2024-03-01", "10.00")]
     assert rows(dsn, owners) == [("retail_owner",)]
+
+    # PII: reporting sees pseudonyms, the analyst the originals, and each read is audited
+    analyst = as_login(dsn, "retail_analyst", secret["retail_analyst"])
+    masked = "SELECT customer_id, customer_name, email, segment, country FROM mart.customers"
+    (cid, name, email, segment, country), = rows(reporting, masked)
+    assert (cid, segment, country) == ("C-1", "Retail", "US")
+    assert email.endswith("@masked.invalid") and "jane" not in (name + email).lower()
+    assert rows(analyst, masked) == rows(reporting, masked)  # stable and joinable
+    refused(reporting, "SELECT * FROM mart.customers_pii()")
+    conn = connect(analyst, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT customer_id, customer_name, email FROM mart.customers_pii()")
+            assert cur.fetchall() == [("C-1", "Jane Roe", "jane@example.com")]
+    finally:
+        conn.close()
+    assert rows(dsn, "SELECT read_by, object, row_count FROM audit.pii_reads") == [
+        ("retail_analyst", "mart.customers_pii", 1)]
+    for login in (loader, reporting, analyst):
+        refused(login, "SELECT * FROM audit.pii_reads")
+    refused(loader, "DELETE FROM audit.pii_reads")
+    # a new masking key gives new pseudonyms
+    monkeypatch.setenv("RETAIL_ETL_MASKING_KEY", "another key")
+    assert cli("db", "roles", "--dsn", dsn).exit_code == 0
+    (_, name2, email2, _, _), = rows(reporting, masked)
+    assert name2 != name and email2 != email and "another key" not in name2 + email2
 
     # a password login with the wrong password is refused
     refused(as_login(dsn, "retail_reporting", "wrong"), "SELECT 1",

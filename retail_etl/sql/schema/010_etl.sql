@@ -84,3 +84,9 @@ CREATE TABLE IF NOT EXISTS etl.touched_days (
     date_key int NOT NULL,
     run_id   bigint
 );
+
+-- The key of the mart's pseudonyms (mart.customers): one row, made at random once, replaced
+-- by `retail-etl db roles` from RETAIL_ETL_MASKING_KEY. Only the owner reads it.
+CREATE TABLE IF NOT EXISTS etl.masking_key (key bytea NOT NULL);
+INSERT INTO etl.masking_key SELECT gen_random_bytes(32)
+WHERE NOT EXISTS (SELECT 1 FROM etl.masking_key);

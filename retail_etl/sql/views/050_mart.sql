@@ -298,6 +298,30 @@ $$;
 CREATE VIEW mart.rfm_current AS
 SELECT * FROM mart.rfm((SELECT max(date) FROM mart.kpi_daily WHERE breakdown = 'total'));
 
+-- Customers as they are now, their names and emails pseudonymised: an HMAC (SHA-256) under
+-- etl.masking_key, stable across runs and joinable, changed with the key, not reversible.
+-- Segment, city, state and country stay readable.
+CREATE VIEW mart.customers AS
+SELECT c.customer_id,
+       'Customer ' || left(encode(hmac(convert_to(c.customer_name, 'UTF8'), k.key, 'sha256'), 'hex'), 12)
+           AS customer_name,
+       left(encode(hmac(convert_to(lower(c.email), 'UTF8'), k.key, 'sha256'), 'hex'), 16) || '@masked.invalid'
+           AS email,
+       c.segment, c.city, c.state, c.country, c.join_date, c.is_deleted
+FROM dw.dim_customer c CROSS JOIN (SELECT key FROM etl.masking_key LIMIT 1) k
+WHERE c.is_current AND c.customer_id IS NOT NULL;
+
+-- The same customers with their names and emails, for retail_analyst only; every call is
+-- written to audit.pii_reads (who, when, how many rows), which the loader cannot read, and
+-- to the server's log (which a reader's rolled-back transaction does not undo).
+CREATE FUNCTION mart.customers_pii()
+RETURNS TABLE (customer_id text, customer_name text, email text, segment text, city text,
+               state text, country text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE n bigint; BEGIN
+    RETURN QUERY SELECT c.customer_id, c.customer_name, c.email, c.segment, c.city, c.state, c.country FROM dw.dim_customer c WHERE c.is_current AND c.customer_id IS NOT NULL ORDER BY c.customer_id; GET DIAGNOSTICS n = ROW_COUNT; INSERT INTO audit.pii_reads (read_by, object, row_count) VALUES (session_user, 'mart.customers_pii', n); RAISE LOG 'retail-etl audit: % read % rows of mart.customers_pii', session_user, n; END $$;
+REVOKE EXECUTE ON FUNCTION mart.customers_pii() FROM PUBLIC;
+
 -- Stores compared per fiscal year, with the store's attributes as they were at each sale
 -- (a store that moved city shows in both), and as they are now (one row per store).
 CREATE VIEW mart.store_sales_as_sold AS
@@ -321,4 +345,4 @@ GROUP BY 1, 2, 3, 4, 5, 6;
 
 -- the readers may read every table and view above, whoever made them
 DO $$ BEGIN IF to_regrole('retail_reporting') IS NOT NULL THEN
-    GRANT SELECT ON ALL TABLES IN SCHEMA mart TO retail_reporting, retail_analyst; END IF; END $$;
+    GRANT SELECT ON ALL TABLES IN SCHEMA mart TO retail_reporting, retail_analyst; GRANT EXECUTE ON FUNCTION mart.customers_pii() TO retail_analyst; END IF; END $$;
