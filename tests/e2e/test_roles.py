@@ -110,3 +110,35 @@ def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, setti
     # a password login with the wrong password is refused
     refused(as_login(dsn, "retail_reporting", "wrong"), "SELECT 1",
             "password authentication failed")
+
+
+def test_no_password_reaches_any_output_the_ledger_or_the_files(cluster, dsn, tmp_path,
+                                                                  monkeypatch):
+    """The loader's password in its DSN: not in the summary, the JSON, the ledger, the
+    profile or the staging files, nor in the error of a refused login."""
+    pw = "s3cret-" + uuid.uuid4().hex
+    monkeypatch.setenv(roles.password_variable("retail_loader"), pw)
+    assert cli("db", "roles", "--dsn", dsn).exit_code == 0
+    cluster.require_passwords(roles.hba_lines())
+    loader = as_login(dsn, "retail_loader", pw)
+    data = tmp_path / "data"
+    drop = write_drop(tmp_path / "d1", sales=[sale("O-1", "2024-01-05T10:00:00Z")])
+    env = {"RETAIL_ETL_DATA_DIR": str(data), "RETAIL_ETL_KEEP_STAGING": "true"}
+    outputs = []
+    for args in (["load", "-s", str(drop), "--dsn", loader, "--profile"],
+                 ["load", "-s", str(drop), "--dsn", loader, "--json"],
+                 ["runs", "--dsn", loader, "--json"], ["runs", "--dsn", loader, "--show", "1"]):
+        r = cli(*args, **env)
+        assert r.exit_code == 0, r.output
+        outputs.append(r.output)
+    wrong = cli("load", "-s", str(drop), "--dsn", as_login(dsn, "retail_loader", pw + "x"), **env)
+    assert wrong.exit_code != 0
+    outputs.append(wrong.output)
+    for out in outputs:
+        assert pw not in out
+    ledger = rows(dsn, "SELECT string_agg(to_jsonb(r)::text, ' ') FROM etl.runs r")[0][0]
+    assert ledger and pw not in ledger
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert files  # the profile and the kept staging were written
+    for p in files:
+        assert pw.encode() not in p.read_bytes(), p
