@@ -74,6 +74,9 @@ def apply(cur, database: str) -> RolesApplied:
     cur.execute("SELECT to_regnamespace('mart') IS NOT NULL")
     if cur.fetchone()[0]:
         grant_readers(cur)
+    cur.execute("INSERT INTO audit.events (login, event, detail) VALUES (session_user, "
+                "'roles', jsonb_build_object('passwords_set', $1::text, 'objects_owned', $2::int))",
+                parameters=(",".join(passwords), owned))
     return RolesApplied([OWNER, AUDITOR, *LOGINS], passwords, owned)
 
 
@@ -90,6 +93,22 @@ def _audit(cur) -> None:
     cur.execute(f"REVOKE ALL ON audit.pii_reads FROM PUBLIC, {OWNER}")
     cur.execute(f"GRANT USAGE ON SCHEMA audit TO {OWNER}")
     cur.execute(f"GRANT INSERT ON audit.pii_reads TO {OWNER}")
+    # what else is audited: the roles' changes (below, by `db roles`) and each run's start
+    # and end with the login that ran it (a trigger on etl.runs, run as the auditor)
+    cur.execute("""CREATE TABLE IF NOT EXISTS audit.events (
+        at timestamptz NOT NULL DEFAULT clock_timestamp(), login text NOT NULL,
+        event text NOT NULL, detail jsonb)""")
+    cur.execute(f"ALTER TABLE audit.events OWNER TO {AUDITOR}")
+    cur.execute(f"REVOKE ALL ON audit.events FROM PUBLIC, {OWNER}")
+    cur.execute("""CREATE OR REPLACE FUNCTION audit.log_run() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$ BEGIN
+        INSERT INTO audit.events (login, event, detail) VALUES (session_user,
+            CASE TG_OP WHEN 'INSERT' THEN 'run start' ELSE 'run ' || NEW.status END,
+            jsonb_build_object('run_id', NEW.run_id, 'source', NEW.source));
+        RETURN NULL; END $$""")
+    cur.execute(f"ALTER FUNCTION audit.log_run() OWNER TO {AUDITOR}")
+    cur.execute("CREATE OR REPLACE TRIGGER runs_audit AFTER INSERT OR UPDATE OF status "
+                "ON etl.runs FOR EACH ROW EXECUTE FUNCTION audit.log_run()")
 
 
 def grant_readers(cur) -> None:

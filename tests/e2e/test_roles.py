@@ -100,6 +100,11 @@ def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, setti
         ("retail_analyst", "mart.customers_pii", 1)]
     for login in (loader, reporting, analyst):
         refused(login, "SELECT * FROM audit.pii_reads")
+        refused(login, "SELECT * FROM audit.events")
+    # role changes, and each run's start and end with its login
+    events = rows(dsn, "SELECT login, event FROM audit.events ORDER BY at")
+    assert events[:2] == [("postgres", "roles"), ("postgres", "roles")]
+    assert events[2:] == [("retail_loader", "run start"), ("retail_loader", "run ok")] * 3
     refused(loader, "DELETE FROM audit.pii_reads")
     # a new masking key gives new pseudonyms
     monkeypatch.setenv("RETAIL_ETL_MASKING_KEY", "another key")
