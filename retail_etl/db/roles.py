@@ -80,26 +80,29 @@ def apply(cur, database: str) -> RolesApplied:
     return RolesApplied([OWNER, AUDITOR, *LOGINS], passwords, owned)
 
 
+# the audit log's tables: name -> columns
+AUDIT_TABLES = {
+    "pii_reads": "read_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                 "read_by text NOT NULL, object text NOT NULL, row_count bigint",
+    # each `db roles`, and each run's start and end with the login that ran it
+    "events": "at timestamptz NOT NULL DEFAULT clock_timestamp(), login text NOT NULL, "
+              "event text NOT NULL, detail jsonb",
+}
+
+
 def _audit(cur) -> None:
-    """audit.pii_reads, owned by retail_auditor: the owner (and so the loader) may add rows,
-    through mart.customers_pii, and not read or change them."""
+    """The audit schema, owned by retail_auditor: the owner (and so the loader) may not read
+    or change it; it adds PII reads through mart.customers_pii (a definer function), and the
+    runs are logged by a trigger on etl.runs that runs as the auditor."""
     cur.execute(f"CREATE SCHEMA IF NOT EXISTS audit AUTHORIZATION {AUDITOR}")
-    cur.execute("""CREATE TABLE IF NOT EXISTS audit.pii_reads (
-        read_at timestamptz NOT NULL DEFAULT clock_timestamp(), read_by text NOT NULL,
-        object text NOT NULL, row_count bigint)""")
     cur.execute(f"ALTER SCHEMA audit OWNER TO {AUDITOR}")
-    cur.execute(f"ALTER TABLE audit.pii_reads OWNER TO {AUDITOR}")
     cur.execute("REVOKE ALL ON SCHEMA audit FROM PUBLIC")
-    cur.execute(f"REVOKE ALL ON audit.pii_reads FROM PUBLIC, {OWNER}")
     cur.execute(f"GRANT USAGE ON SCHEMA audit TO {OWNER}")
+    for table, columns in AUDIT_TABLES.items():
+        cur.execute(f"CREATE TABLE IF NOT EXISTS audit.{table} ({columns})")
+        cur.execute(f"ALTER TABLE audit.{table} OWNER TO {AUDITOR}")
+        cur.execute(f"REVOKE ALL ON audit.{table} FROM PUBLIC, {OWNER}")
     cur.execute(f"GRANT INSERT ON audit.pii_reads TO {OWNER}")
-    # what else is audited: the roles' changes (below, by `db roles`) and each run's start
-    # and end with the login that ran it (a trigger on etl.runs, run as the auditor)
-    cur.execute("""CREATE TABLE IF NOT EXISTS audit.events (
-        at timestamptz NOT NULL DEFAULT clock_timestamp(), login text NOT NULL,
-        event text NOT NULL, detail jsonb)""")
-    cur.execute(f"ALTER TABLE audit.events OWNER TO {AUDITOR}")
-    cur.execute(f"REVOKE ALL ON audit.events FROM PUBLIC, {OWNER}")
     cur.execute("""CREATE OR REPLACE FUNCTION audit.log_run() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$ BEGIN
         INSERT INTO audit.events (login, event, detail) VALUES (session_user,
