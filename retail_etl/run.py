@@ -132,10 +132,6 @@ class Run:
             "refreshed": [vars(r) for r in self.refreshed],
         }
 
-    def changed(self) -> bool:
-        """Whether the run changed facts or dimensions (what the mart reads)."""
-        return any(c.loaded or c.inferred or c.deleted for c in self.counts.values())
-
 
 def open_run(ledger, source: str, staging_root: Path, *, dsn: str,
              profile_root: Path | None = None) -> Run:
