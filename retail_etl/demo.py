@@ -35,9 +35,11 @@ def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database:
     say(f"shop database {shop_database}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     for d in generated.drops[:-1]:
         say(summary(load_drop(project, settings, d)))
-    sources = settings.sources or {  # the demo configuration, as in retail_etl.toml
-        "drops": FilesSource(kind="files", dir=generated.drops[-1]),
-        "shop": PostgresSource(kind="postgres", dsn=shop_dsn)}
+    # the drop just generated (whatever directory a configuration names), with the shops
+    # configured (as in retail_etl.toml), else the one just made
+    shops = {n: c for n, c in (settings.sources or {}).items() if isinstance(c, PostgresSource)}
+    sources = {"drops": FilesSource(kind="files", dir=generated.drops[-1]),
+               **(shops or {"shop": PostgresSource(kind="postgres", dsn=shop_dsn)})}
     say(f"one run over the sources {', '.join(sources)} (a full snapshot of the shop):")
     say(summary(load(project, settings, sources, full=True)))
     mutate_day(shop_dsn, 1, as_of=CLOCK)
