@@ -6,6 +6,8 @@ from retail_etl.spec import Column, Entity, id_, text
 
 # a text column holding personal data (masked, erasable): personal("city")
 personal = partial(Column, kind="text", personal=True)
+# ... that names a person on its own: no copy may keep it (`retail-etl db mask-copy`)
+identifying = partial(Column, kind="text", personal=True, identifying=True)
 
 
 UPDATED_AT = Column("updated_at", "timestamp", required=True)
@@ -18,15 +20,15 @@ PRODUCTS = Entity("products", (
 ))
 
 CUSTOMERS = Entity("customers", (
-    id_("customer_id"), personal("first_name"), personal("last_name"),
-    Column("email", "email", personal=True), text("segment"), personal("city"),
+    id_("customer_id"), identifying("first_name"), identifying("last_name"),
+    Column("email", "email", personal=True, identifying=True), text("segment"), personal("city"),
     personal("state"), Column("country", "country"),
     Column("join_date", "date"), UPDATED_AT, IS_DELETED,
 ))
 
 STORES = Entity("stores", (
     id_("store_id"), text("store_name"), text("store_type"), text("city"), text("state"),
-    Column("country", "country"), text("manager"), Column("opened_date", "date"), UPDATED_AT, IS_DELETED,
+    Column("country", "country"), identifying("manager"), Column("opened_date", "date"), UPDATED_AT, IS_DELETED,
 ))
 
 SALES = Entity("sales", (

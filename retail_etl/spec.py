@@ -42,6 +42,9 @@ class Column:
     # personal data (a name, an email, an address): `retail-etl forget` erases it from the
     # warehouse, the observed versions and the rejects, and later loads never store it again
     personal: bool = False
+    # personal, and names a person on its own (a name, an email): `retail-etl db mask-copy`
+    # proves that no such value is left anywhere in a copy
+    identifying: bool = False
 
 
 def id_(name: str, required: bool = True) -> Column:
@@ -69,7 +72,11 @@ class Entity:
 
     @property
     def personal(self) -> list[str]:
-        return [c.name for c in self.columns if c.personal]
+        return [c.name for c in self.columns if c.personal or c.identifying]
+
+    @property
+    def identifying(self) -> list[str]:
+        return [c.name for c in self.columns if c.identifying]
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,18 @@ class DimensionSCD2:
         """The attributes made from personal source columns (see Column.personal)."""
         return [a for a, e in self.attributes.items()
                 if set(e.meta.root_names()) & set(self.entity.personal)]
+
+    @property
+    def identifying(self) -> list[str]:
+        """The attributes made from identifying source columns (a name, an email)."""
+        return [a for a, e in self.attributes.items()
+                if set(e.meta.root_names()) & set(self.entity.identifying)]
+
+    def kind_of(self, attribute: str) -> str:
+        """The kind of the source column an attribute is made from (`text` if several)."""
+        roots = set(self.attributes[attribute].meta.root_names())
+        kinds = {c.kind for c in self.entity.columns if c.name in roots}
+        return kinds.pop() if len(kinds) == 1 else "text"
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,15 @@ def schema_digest(sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()) -> 
     return h.hexdigest()
 
 
+def schema_steps(sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()
+                 ) -> list[tuple[str, list[str]]]:
+    """The DDL in the order it is applied: [(what it does, its statements)]."""
+    schema, views = schema_files(sql_dir)
+    return ([(f"apply {f.name}", split_sql(f.read_text())) for f in schema]
+            + [(f"create the tables of pipeline {n}", st) for n, st in rendered]
+            + [(f"apply {f.name}", split_sql(f.read_text())) for f in views])
+
+
 def apply_schema(conn, sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()) -> bool:
     """Apply sql/schema/*.sql, then the pipelines' DDL (`rendered`: [(pipeline, statements)],
     see retail_etl/kinds), then sql/views/*.sql, idempotently, in one transaction, unless
@@ -136,10 +145,7 @@ def apply_schema(conn, sql_dir: Path, rendered: list[tuple[str, list[str]]] = ()
 
     digest = schema_digest(sql_dir, rendered)
     what = "read the schema state"
-    schema, views = schema_files(sql_dir)
-    steps = ([(f"apply {f.name}", split_sql(f.read_text())) for f in schema]
-             + [(f"create the tables of pipeline {n}", st) for n, st in rendered]
-             + [(f"apply {f.name}", split_sql(f.read_text())) for f in views])
+    steps = schema_steps(sql_dir, rendered)
     with conn.cursor() as cur:
         try:
             cur.execute("SELECT to_regclass('etl.schema_state') IS NOT NULL")

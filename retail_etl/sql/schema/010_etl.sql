@@ -90,3 +90,15 @@ CREATE TABLE IF NOT EXISTS etl.touched_days (
 CREATE TABLE IF NOT EXISTS etl.masking_key (key bytea NOT NULL);
 INSERT INTO etl.masking_key SELECT gen_random_bytes(32)
 WHERE NOT EXISTS (SELECT 1 FROM etl.masking_key);
+
+-- A personal value's pseudonym under `key` (etl.masking_key): `prefix` and 12 hex digits of
+-- its HMAC (SHA-256); an email's is 16 hex digits @masked.invalid (case-blind). Stable across
+-- runs and joinable, changed with the key, not reversible; NULL stays NULL. mart.customers
+-- and `retail-etl db mask-copy` show these. The key is an argument, not read here: a reader
+-- of mart.customers may run these, but never read etl. (A standard SQL body: inlined.)
+CREATE OR REPLACE FUNCTION etl.pseudonym(value text, prefix text, key bytea) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN prefix || left(encode(public.hmac(convert_to(value, 'UTF8'), key, 'sha256'), 'hex'), 12);
+CREATE OR REPLACE FUNCTION etl.pseudonym_email(value text, key bytea) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN left(encode(public.hmac(convert_to(lower(value), 'UTF8'), key, 'sha256'), 'hex'), 16) || '@masked.invalid';

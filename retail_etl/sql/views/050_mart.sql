@@ -302,11 +302,8 @@ SELECT * FROM mart.rfm((SELECT max(date) FROM mart.kpi_daily WHERE breakdown = '
 -- etl.masking_key, stable across runs and joinable, changed with the key, not reversible.
 -- Segment, city, state and country stay readable.
 CREATE VIEW mart.customers AS
-SELECT c.customer_id,
-       'Customer ' || left(encode(hmac(convert_to(c.customer_name, 'UTF8'), k.key, 'sha256'), 'hex'), 12)
-           AS customer_name,
-       left(encode(hmac(convert_to(lower(c.email), 'UTF8'), k.key, 'sha256'), 'hex'), 16) || '@masked.invalid'
-           AS email,
+SELECT c.customer_id, etl.pseudonym(c.customer_name, 'Customer ', k.key) AS customer_name,
+       etl.pseudonym_email(c.email, k.key) AS email,
        c.segment, c.city, c.state, c.country, c.join_date, c.is_deleted
 FROM dw.dim_customer c CROSS JOIN (SELECT key FROM etl.masking_key LIMIT 1) k
 WHERE c.is_current AND c.customer_id IS NOT NULL;
