@@ -632,7 +632,7 @@ def db_mask_copy(
     replace: Annotated[bool, typer.Option(help="Overwrite a copy the target already holds.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy the warehouse for non-production use, every personal value pseudonymised.
+    """A non-production copy, every personal value pseudonymised.
 
     Names, emails, cities and states (in the dimensions, their observed versions and the
     rejects' raw rows) hold their keyed pseudonyms; keys, facts and the mart are copied as

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlparse
 
 import polars as pl
 from typer.testing import CliRunner
@@ -105,6 +106,11 @@ def start_paused(settings, drop, tmp_path, point, *, cwd=None):
 
 
 CLI_ENV = {"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+
+
+def database_of(dsn: str) -> str:
+    """The database a postgresql:// URL names (its query, e.g. sslmode, left out)."""
+    return urlparse(dsn).path.lstrip("/")
 
 
 def cli(*args, **env):

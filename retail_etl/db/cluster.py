@@ -33,6 +33,9 @@ SERVER_SETTINGS = {
 }
 
 
+TLS_MARK = "# retail-etl: TLS (db/tls.py)"
+
+
 @dataclass(frozen=True)
 class Cluster:
     root: Path  # holds data/, run/ (socket), server.log, port
@@ -54,6 +57,10 @@ class Cluster:
         return self.root / "server.log"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"  # see db/tls.py
+
+    @property
     def port_file(self) -> Path:
         return self.root / "port"
 
@@ -70,7 +77,10 @@ class Cluster:
                 f"no local cluster in {self.root}",
                 hint="run `retail-etl db up`, or pass --dsn / set RETAIL_ETL_DSN",
             )
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        root = self.tls_dir / "root.crt"
+        # the server's certificate verified, its name (127.0.0.1) included
+        return f"{dsn}?sslmode=verify-full&sslrootcert={root}" if root.exists() else dsn
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -87,6 +97,10 @@ class Cluster:
         """Create (once) and start the cluster; return its DSN. Idempotent."""
         if not self.is_initialised():
             self._initdb()
+        tls_added = self._serve_tls()
+        if self.is_running() and tls_added:
+            self._run([self._bin("pg_ctl"), "reload", "-D", str(self.data)],
+                      what="reload the server's configuration")
         if not self.is_running():
             port = self.port
             if port is None or not _port_free(port):
@@ -131,6 +145,26 @@ class Cluster:
         return self.dsn(name)
 
     # ---- internals -------------------------------------------------------------------
+
+    def _serve_tls(self) -> bool:
+        """A certificate (db/tls.py) and `ssl = on`, once; True if they were added now."""
+        from retail_etl.db import tls
+
+        key = self.tls_dir / "server.key"
+        conf = self.data / "postgresql.conf"
+        if key.exists() and TLS_MARK in conf.read_text():
+            return False
+        if not key.exists():
+            tls.make(self.tls_dir)
+            owner = _server_user()
+            if owner:  # the key stays readable by the server's account alone
+                for f in [self.tls_dir, *self.tls_dir.iterdir()]:
+                    shutil.chown(f, owner, owner_group(owner))
+        with open(conf, "a") as f:
+            f.write(f"\n{TLS_MARK}\nssl = on\nssl_cert_file = '{self.tls_dir / 'server.crt'}'\n"
+                    f"ssl_key_file = '{key}'\n")
+        return True
+
 
     def _initdb(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,26 @@ def resolve_dsn(settings: Settings) -> str:
     return Cluster(settings.pg_dir).dsn()
 
 
+def connectorx_dsn(dsn: str) -> str:
+    """The DSN for ConnectorX, which knows sslmode disable, prefer and require only: verify-ca
+    and verify-full become require with the same sslrootcert, under which it still checks the
+    server's certificate chain against that authority (a certificate from another authority
+    is refused; tests/e2e/test_tls.py). Without sslrootcert it would check nothing, so the
+    authority libpq would use (~/.postgresql/root.crt) is named, and without one the DSN is
+    refused rather than quietly trusted. Whether ConnectorX checks the host name too, it
+    does not say."""
+    if not re.search(r"[?&]sslmode=verify-(ca|full)\b", dsn):
+        return dsn
+    if not re.search(r"[?&]sslrootcert=", dsn):
+        root = Path.home() / ".postgresql" / "root.crt"
+        if not root.exists():
+            raise ConfigError(f"the source DSN {redact(dsn)!r} asks to verify the server, but "
+                              "names no sslrootcert", hint="add &sslrootcert=/path/to/root.crt "
+                              "(the authority that signed the server's certificate)")
+        dsn += f"&sslrootcert={root}"
+    return re.sub(r"([?&]sslmode=)verify-(?:ca|full)\b", r"\1require", dsn)
+
+
 class _Refused(Exception):
     pass
 

@@ -153,9 +153,12 @@ def _own_everything(cur) -> int:
 
 
 def hba_lines() -> list[str]:
-    """pg_hba.conf lines for the local cluster: these logins with a password (scram)."""
-    return [f"host all {','.join(LOGINS)} 127.0.0.1/32 scram-sha-256",
-            f"host all {','.join(LOGINS)} ::1/128 scram-sha-256"]
+    """pg_hba.conf lines for the local cluster: these logins over TLS only, with a password
+    (scram); without TLS they are refused (not passed on to the lines that trust)."""
+    logins = ",".join(LOGINS)
+    return [line for net in ("127.0.0.1/32", "::1/128")
+            for line in (f"hostssl all {logins} {net} scram-sha-256",
+                         f"hostnossl all {logins} {net} reject")]
 
 
 def _literal(value: str) -> str:

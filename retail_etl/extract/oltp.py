@@ -39,7 +39,7 @@ from tenacity import (
 from retail_etl import console
 from retail_etl.config import PostgresSource
 from retail_etl.db import faults
-from retail_etl.db.connect import connect, redact
+from retail_etl.db.connect import connect, connectorx_dsn, redact
 from retail_etl.db.sqltext import ident, literal, qualified
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
 from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
@@ -187,6 +187,7 @@ def _read_sql(dsn: str, sql: str, partition_on: str | None,
     # standard strings, as sqltext.literal renders this query's values for them
     kw = {"return_type": "arrow_stream", "batch_size": batch,
           "pre_execution_query": ["SET TIME ZONE 'UTC'", "SET standard_conforming_strings = on"]}
+    dsn = connectorx_dsn(dsn)
     if partition_on:
         return cx.read_sql(dsn, sql, partition_on=partition_on, partition_range=bounds,
                            partition_num=parts, **kw)

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from retail_etl.errors import InputError
-from tests.helpers import HEADERS, dim, load, query, rows, write_drop
+from tests.helpers import HEADERS, database_of, dim, load, query, rows, write_drop
 
 T0 = "2024-01-01T00:00:00Z"
 INF = None  # valid_to of the current version
@@ -176,7 +176,7 @@ def test_dim_date_and_fiscal_year_starting_in_february(settings, dsn, tmp_path):
 
 
 def test_date_key_is_the_utc_date_whatever_the_time_zones(settings, dsn, tmp_path, monkeypatch):
-    db = dsn.rsplit("/", 1)[1]
+    db = database_of(dsn)
     rows(dsn, f"ALTER DATABASE \"{db}\" SET timezone = 'Pacific/Kiritimati'")
     monkeypatch.setenv("TZ", "America/Los_Angeles")
     load(settings, write_drop(tmp_path / "d", products=[prod("P-1")], sales=[

@@ -18,6 +18,7 @@ from retail_etl.generate.oltp import create_oltp, mutate_day
 from tests.helpers import (
     TEMPLATE,
     assert_mart_as_if_recomputed,
+    database_of,
     execute,
     fresh_database,
     query,
@@ -257,33 +258,48 @@ def test_renamed_tables_and_columns_are_configurable(settings, small_shop):
                 )[0][0] == rows(small_shop, "SELECT count(*) FROM catalogue")[0][0]
 
 
+HOSTILE = 'x"; drop table dw.fact_sales; --'  # a column name that would end a statement
+
+
 def test_source_names_that_need_quoting_are_read_as_written(settings, small_shop):
-    """Issue 11: identifiers from the configuration are quoted, values are bound or
+    """Issues 11 and 12: identifiers from the configuration are quoted, values are bound or
     rendered as literals: a schema and table with spaces and capitals, a column with a
-    double quote in its name, a cancelled status with an apostrophe."""
+    double quote in its name, a column named to inject SQL, a cancelled status with an
+    apostrophe and one that would close the list."""
+    hostile_status = "x'); drop table dw.dim_product; --"
     execute(small_shop, 'CREATE SCHEMA "Shop Data"',
             'ALTER TABLE order_items SET SCHEMA "Shop Data"',
             'ALTER TABLE "Shop Data".order_items RENAME TO "Order Items"',
             'ALTER TABLE "Shop Data"."Order Items" RENAME COLUMN product_id TO "Product ""ID"""',
             'ALTER TABLE "Shop Data"."Order Items" RENAME COLUMN line_number TO "Line No."',
+            'ALTER TABLE "Shop Data"."Order Items" RENAME COLUMN discount TO "x""; drop table '
+            'dw.fact_sales; --"',
             "ALTER TABLE orders DROP CONSTRAINT orders_status_check",
             "UPDATE orders SET status = 'void''ed' WHERE order_id IN "
             "(SELECT order_id FROM orders ORDER BY order_id LIMIT 3)")
     s = shop(settings, small_shop, tables={"order_items": "Shop Data.Order Items"},
-             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No."}},
-             cancelled_statuses=["cancelled", "void'ed"])
+             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No.",
+                                      "discount": HOSTILE}},
+             cancelled_statuses=["cancelled", "void'ed", hostile_status])
     run(s)
     (want,), = rows(small_shop, """
         SELECT count(*) FROM "Shop Data"."Order Items" i JOIN orders o USING (order_id)
         WHERE o.status NOT IN ('cancelled', 'void''ed')""")
     assert rows(settings.dsn, "SELECT count(*) FROM dw.fact_sales")[0][0] == want
+    # the hostile column was read as a column (the discounts arrived), nothing was dropped
+    (discounts,), = rows(small_shop, """
+        SELECT sum(i."x""; drop table dw.fact_sales; --")::text FROM "Shop Data"."Order Items" i
+        JOIN orders o USING (order_id) WHERE o.status NOT IN ('cancelled', 'void''ed')""")
+    assert rows(settings.dsn, "SELECT sum(discount)::text FROM dw.fact_sales") == [(discounts,)]
+    assert rows(settings.dsn, "SELECT count(*) FROM dw.dim_product") != [(0,)]
     assert rows(settings.dsn, """SELECT count(*) FROM dw.fact_sales f JOIN dw.dim_product p
         USING (product_key) WHERE NOT p.is_inferred""")[0][0] == want  # products joined
     execute(small_shop, 'DELETE FROM "Shop Data"."Order Items" WHERE "Line No." = 1 AND '
             "order_id = (SELECT min(order_id) FROM orders WHERE status NOT IN ('cancelled', 'void''ed'))")
     run(shop(settings, small_shop, tables={"order_items": "Shop Data.Order Items"},
-             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No."}},
-             cancelled_statuses=["cancelled", "void'ed"]))  # the scan finds the gone line
+             columns={"order_items": {"product_id": 'Product "ID"', "line_number": "Line No.",
+                                      "discount": HOSTILE}},
+             cancelled_statuses=["cancelled", "void'ed", hostile_status]))  # the scan finds the gone line
     assert rows(settings.dsn, "SELECT count(*) FROM dw.fact_sales")[0][0] == want - 1
 
 
@@ -385,7 +401,7 @@ def test_a_source_that_refuses_a_statement_is_named(settings, small_shop, cluste
         assert e.value.message.startswith("run 1, stage extract: source shop: ")
         assert "permission denied" in e.value.message
     finally:
-        cluster._psql("DROP OWNED BY reader CASCADE", database=small_shop.rsplit("/", 1)[1])
+        cluster._psql("DROP OWNED BY reader CASCADE", database=database_of(small_shop))
         cluster._psql("DROP ROLE reader")
 
 
@@ -441,7 +457,7 @@ def test_a_drop_can_soft_delete_too(settings, dsn, tmp_path):
 def test_timestamps_without_time_zone_are_utc(settings, small_shop):
     execute(small_shop, "ALTER TABLE products ALTER COLUMN updated_at TYPE timestamp "
                         "USING updated_at AT TIME ZONE 'UTC'",
-            "ALTER DATABASE " + small_shop.rsplit("/", 1)[1] + " SET timezone = 'America/New_York'")
+            "ALTER DATABASE " + database_of(small_shop) + " SET timezone = 'America/New_York'")
     s = shop(settings, small_shop, overlap_seconds=0)
     run(s)
     stored = rows(settings.dsn, "SELECT valid_from::text FROM dw.dim_product "

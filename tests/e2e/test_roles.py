@@ -20,8 +20,8 @@ CUSTOMER = ["C-1", "Jane", "Roe", "jane@example.com", "Retail", "Springfield", "
 
 
 def as_login(dsn: str, login: str, password: str) -> str:
-    u = urlparse(dsn)
-    return f"postgresql://{login}:{password}@{u.hostname}:{u.port}{u.path}"
+    u = urlparse(dsn)  # (its query too: the server's certificate verified)
+    return f"postgresql://{login}:{password}@{u.hostname}:{u.port}{u.path}?{u.query}"
 
 
 def sale(oid, ts):
@@ -59,6 +59,9 @@ def test_each_role_reads_what_it_may_and_is_refused_the_rest(cluster, dsn, setti
     assert rows(loader, "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
                         "WHERE rolname = session_user") == [(False, False, False)]
     refused(loader, "CREATE ROLE intruder")
+    # the logins speak TLS only: without it the server refuses them, password or not
+    plain = loader.replace("sslmode=verify-full", "sslmode=disable")
+    refused(plain, "SELECT 1", "pg_hba.conf rejects connection")
 
     # reporting reads the mart, and nothing else
     monthly = "SELECT period_start::text, revenue::text FROM mart.sales_kpis " \

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tests.helpers import (
     assert_mart_as_if_recomputed,
     assert_scd2_invariants,
+    database_of,
     dim,
     fresh_warehouse,
     load,
@@ -129,7 +130,7 @@ def test_a_backfill_after_newer_drops_gives_the_date_order_warehouse(cluster, tm
     for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
         with fresh_warehouse(cluster, tmp_path) as s:
             for i in order:
-                load(s, write_drop(tmp_path / s.dsn[-12:] / f"d{i}", **drops[i]))
+                load(s, write_drop(tmp_path / database_of(s.dsn) / f"d{i}", **drops[i]))
             assert_scd2_invariants(s.dsn, "product")
             contents.append(warehouse_content(s.dsn))
     assert contents[1] == contents[0] and contents[2] == contents[0]
@@ -195,7 +196,7 @@ def check_permutation(cluster, tmp_path, drops, order) -> None:
         with fresh_warehouse(cluster, tmp_path) as s:
             for i in sequence:
                 if drops[i]:
-                    load(s, write_drop(tmp_path / s.dsn[-12:] / f"d{i}", **drops[i]))
+                    load(s, write_drop(tmp_path / database_of(s.dsn) / f"d{i}", **drops[i]))
             assert_scd2_invariants(s.dsn, "product")
             assert_mart_as_if_recomputed(s.dsn)
             contents.append(warehouse_content(s.dsn))

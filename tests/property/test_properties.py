@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tests.helpers import (
     assert_scd2_invariants,
     checksum,
+    database_of,
     fresh_warehouse,
     load,
     rows,
@@ -42,9 +43,9 @@ snapshot = st.dictionaries(st.sampled_from(["P-1", "P-2", "P-3"]), product_row, 
 def test_in_order_snapshots_give_scd2_history_that_reproduces_each(cluster, tmp_path, snapshots):
     with fresh_warehouse(cluster, tmp_path) as s:
         for i, snap in enumerate(snapshots):
-            write_drop(tmp_path / s.dsn[-12:] / f"d{i}", products=[
+            write_drop(tmp_path / database_of(s.dsn) / f"d{i}", products=[
                 [pid, name, cat, "", "", price, ts(i * 10)] for pid, (name, cat, price) in snap.items()])
-            load(s, tmp_path / s.dsn[-12:] / f"d{i}")
+            load(s, tmp_path / database_of(s.dsn) / f"d{i}")
         assert_scd2_invariants(s.dsn, "product")
         for i, snap in enumerate(snapshots):
             at = ts(i * 10)
@@ -98,7 +99,7 @@ drop = st.tuples(st.lists(prod_row, max_size=6), st.lists(cust_row, max_size=4),
 @given(parts=drop)
 def test_conservation_and_idempotency_for_any_drop(cluster, tmp_path, parts):
     with fresh_warehouse(cluster, tmp_path) as s:
-        d = write_drop(tmp_path / s.dsn[-12:] / "d", **drop_files(*parts))
+        d = write_drop(tmp_path / database_of(s.dsn) / "d", **drop_files(*parts))
         run = load(s, d)
         for c in run.counts.values():
             assert c.read == c.loaded + c.merged + c.rejected + c.duplicate, c
@@ -119,7 +120,7 @@ def test_conservation_and_idempotency_for_any_drop(cluster, tmp_path, parts):
 def test_a_drop_split_in_order_gives_the_warehouse_of_the_whole_drop(cluster, tmp_path, parts, cuts):
     products, customers, sales = parts
     with fresh_warehouse(cluster, tmp_path) as whole:
-        load(whole, write_drop(tmp_path / whole.dsn[-12:] / "d", **drop_files(*parts)))
+        load(whole, write_drop(tmp_path / database_of(whole.dsn) / "d", **drop_files(*parts)))
         expected = warehouse_content(whole.dsn)
     with fresh_warehouse(cluster, tmp_path) as split:
         bounds = sorted({0, len(sales), *[min(c, len(sales)) for c in cuts]})
@@ -128,5 +129,5 @@ def test_a_drop_split_in_order_gives_the_warehouse_of_the_whole_drop(cluster, tm
         for i, chunk in enumerate(chunks):
             files = drop_files(products if i == 0 else [], customers if i == 0 else [], chunk)
             files = {k: v for k, v in files.items() if v}
-            load(split, write_drop(tmp_path / split.dsn[-12:] / f"d{i}", **files))
+            load(split, write_drop(tmp_path / database_of(split.dsn) / f"d{i}", **files))
         assert warehouse_content(split.dsn) == expected
