@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
-from retail_etl.errors import DatabaseError, UsageError
+from retail_etl.db.connect import _first_line, redact, schema_digest, schema_steps
+from retail_etl.errors import DatabaseError, DatabaseUnavailable, EtlError, UsageError
 from retail_etl.spec import DimensionSCD2, Project
 
 SCHEMAS = ["dw", "etl", "etl_build", "mart"]  # what the copy holds (`audit` stays behind)
@@ -41,7 +42,6 @@ def mask_copy(source: str, target: str, project: Project, replace: bool = False)
     import psycopg
 
     from retail_etl.config import SQL_DIR
-    from retail_etl.db.connect import redact, schema_digest, schema_steps
     from retail_etl.kinds import schema as rendered_schema
 
     started, done = time.perf_counter(), MaskCopied()
@@ -184,8 +184,6 @@ def _check(src, dst, project: Project) -> tuple[int, int]:
         if hits:
             found.append(f"{table}.{column} ({hits:,})")
     if found:
-        from retail_etl.errors import EtlError
-
         raise EtlError("mask-copy: original names or emails left in the copy: "
                        + ", ".join(found) + "; nothing was committed",
                        hint="a personal column that is not declared personal? "
@@ -248,8 +246,6 @@ def _sequences(src, dst) -> None:
 
 
 def _clear_target(dst, target: str, replace: bool) -> None:
-    from retail_etl.db.connect import redact
-
     held = [s for (s,) in dst.execute(
         "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1",
         (SCHEMAS + ["audit"],)).fetchall()]
@@ -264,8 +260,6 @@ def _clear_target(dst, target: str, replace: bool) -> None:
 def _refuse_same_database(src, dst, target: str) -> None:
     """The copy is never made over its source: same server (the source's session is one of
     the target server's) and same database."""
-    from retail_etl.db.connect import redact
-
     pid, start, db = src.execute("SELECT pg_backend_pid(), backend_start, current_database() "
                                  "FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
     same = dst.execute("SELECT current_database() = %s AND EXISTS (SELECT 1 FROM "
@@ -277,8 +271,6 @@ def _refuse_same_database(src, dst, target: str) -> None:
 
 
 def _source_digest(src, source: str) -> str | None:
-    from retail_etl.db.connect import redact
-
     if src.execute("SELECT to_regclass('etl.schema_state')").fetchone()[0] is None:
         raise UsageError(f"{redact(source)} holds no warehouse to copy",
                          hint="--dsn names the warehouse, --to the copy")
@@ -289,20 +281,10 @@ def _source_digest(src, source: str) -> str | None:
 def _connect(dsn: str):
     import psycopg
 
-    from retail_etl.db.connect import redact
-    from retail_etl.errors import DatabaseUnavailable
-
     try:
         return psycopg.connect(dsn, connect_timeout=10)
     except psycopg.Error as e:
         raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    from retail_etl.db.connect import redact
-
-    lines = str(e).strip().splitlines()
-    return redact(lines[0] if lines else type(e).__name__)
 
 
 def _q(name: str) -> str:
