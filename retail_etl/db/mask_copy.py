@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
+from retail_etl.db import faults
 from retail_etl.db.connect import _first_line, redact, schema_digest, schema_steps
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, EtlError, UsageError
 from retail_etl.spec import DimensionSCD2, Project
@@ -81,7 +82,7 @@ def mask_copy(source: str, target: str, project: Project, replace: bool = False)
             done.originals, done.columns_checked = _check(src, dst, project)
             dst.commit()
         except psycopg.Error as e:
-            raise DatabaseError(f"mask-copy: cannot {step}: {_first_line(e)}; nothing was "
+            raise DatabaseError(f"mask-copy: cannot {step}: {_first_line(str(e))}; nothing was "
                                 "committed to the copy") from None
     finally:
         dst.close()  # (uncommitted work is rolled back)
@@ -284,7 +285,10 @@ def _connect(dsn: str):
     try:
         return psycopg.connect(dsn, connect_timeout=10)
     except psycopg.Error as e:
-        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {_first_line(e)}") from None
+        # a server that is down may be back later (exit 75); a wrong database or password not
+        unavailable = faults.lost(e) or faults.transient(e)
+        raise (DatabaseUnavailable if unavailable else DatabaseError)(
+            f"cannot connect to {redact(dsn)}: {_first_line(str(e))}") from None
 
 
 def _q(name: str) -> str:

@@ -106,6 +106,10 @@ def test_the_copy_keeps_no_original_name_or_email_and_the_same_figures(cluster, 
     assert "already holds a warehouse" in error_line(
         cli("db", "mask-copy", "--dsn", dsn, "--to", fresh_db), 2)
     assert cli("db", "mask-copy", "--dsn", dsn, "--to", fresh_db, "--replace").exit_code == 0
+    # a copy nobody can reach: one line naming it, its password hidden
+    nowhere = fresh_db.replace("postgres@", "postgres:s3cret@").replace("/q_", "/absent_")
+    line = error_line(cli("db", "mask-copy", "--dsn", dsn, "--to", nowhere))
+    assert "cannot connect to postgresql://postgres:***@" in line and "s3cret" not in line
     assert "is the warehouse being copied" in error_line(
         cli("db", "mask-copy", "--dsn", dsn, "--to", dsn, "--replace"), 2)
 
