@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -50,10 +49,15 @@ def main(
                                           help="Show the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
+    import os
+
+    from retail_etl.monitor import log
+
     _state["debug"] = debug
-    # warnings from the engine (a cleanup that failed, say) go to stderr; --debug shows more
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # the job log (and the engine's warnings) on stderr; a command that reads the settings
+    # configures it again from them (log_format, log_file)
+    fmt = os.environ.get("RETAIL_ETL_LOG_FORMAT", "auto")
+    log.configure(fmt if fmt in ("json", "console") else "auto", debug=debug)
 
 
 def terminal_help(doc: str | None) -> str | None:
@@ -126,6 +130,12 @@ def load(
     profile: Annotated[bool, typer.Option(
         "--profile", help="Write stage timings, Polars plans, the DuckDB profile and "
         "PostgreSQL statement timings to data/profiles/<run>/.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="The job log on stderr: json or console (default: console on "
+        "a terminal, else JSON; setting log_format).", show_default=False)] = None,
+    metrics_file: Annotated[Path | None, typer.Option(
+        "--metrics-file", help="Write the run's Prometheus metrics to this file "
+        "(setting metrics_file).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Load the configured sources, or one file drop, in one run.
@@ -151,7 +161,13 @@ def load(
 
     console.quiet(as_json)  # a program reads the output: no progress bars
 
-    settings = load_settings(dsn=dsn, keep_staging=keep_staging or None)
+    from retail_etl.monitor import log
+
+    if log_format not in (None, "json", "console"):
+        raise typer.BadParameter("must be json or console", param_hint="--log-format")
+    settings = load_settings(dsn=dsn, keep_staging=keep_staging or None,
+                             log_format=log_format, metrics_file=metrics_file)
+    log.configure_from(settings, debug=_state["debug"])
     if source_dir is not None and source:
         raise typer.BadParameter("give --source-dir or --source, not both")
     if source_dir is not None:
@@ -381,6 +397,49 @@ def report(
 
 @app.command()
 @handled
+def doctor(
+    dsn: DsnOpt = None,
+    months_ahead: Annotated[int, typer.Option(
+        "--months-ahead", min=0, help="Month partitions expected ahead of this one.")] = 2,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 on a warning too, not only on a problem.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say whether the warehouse is healthy: exit 0, or 1 on a problem.
+
+    One line per check: the connection and versions, the schema, each source's last
+    success against its freshness threshold (freshness_hours), the last run, the rejects
+    trend, month partitions for the coming months, table and index bloat, free disk on
+    the server's data directory and on data_dir (min_free_disk_pct), locks. Read-only.
+
+    Example:
+        retail-etl doctor
+        retail-etl doctor --json --strict
+    """
+    import polars as pl
+
+    import pipelines
+    from retail_etl.db.connect import resolve_dsn
+    from retail_etl.monitor import doctor as health
+
+    settings = load_settings(dsn=dsn)
+    checks = health.examine(settings, pipelines.PROJECT, resolve_dsn(settings),
+                            months_ahead=months_ahead)
+    bad = [c for c in checks if c.status == health.PROBLEM
+           or (strict and c.status == health.WARNING)]
+    if as_json:
+        console.out.print_json(json.dumps({"healthy": not bad,
+                                           "checks": health.as_dicts(checks)}))
+    else:
+        _render(pl.DataFrame(health.as_dicts(checks)), "Warehouse health", False)
+        console.info("healthy" if not bad else
+                     f"not healthy: {', '.join(c.check for c in bad)}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
 def refresh(dsn: DsnOpt = None, as_json: JsonOpt = False,
             full: Annotated[bool, typer.Option(
                 "--full", help="Recompute every day, not only those changed since the last "
@@ -447,6 +506,9 @@ def runs(
         console.info("no runs yet: `retail-etl load --source-dir DIR` makes the first")
         return
     _render(df, f"Run {show}: stages" if show is not None else "Runs", as_json)
+    if show is not None and not as_json:
+        for w in queries.run_warnings(url, show):
+            console.warn(f"data quality: {w}")
     if chart:
         from retail_etl.profile import waterfall
 

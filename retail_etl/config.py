@@ -73,6 +73,35 @@ class PostgresSource(BaseModel):
 Source = Annotated[FilesSource | PostgresSource, Field(discriminator="kind")]
 
 
+class Thresholds(BaseModel):
+    """Data-quality alerts for one entity (`[quality.<entity>]`, or `[quality.default]` for
+    the rest): a run past one is a `warning` (and notifies), not a failure, unless
+    fail_on_warning. Rates are judged only on runs that read at least min_rows rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_reject_rate: float | None = Field(0.05, ge=0, le=1, description="rejected / read")
+    max_duplicate_rate: float | None = Field(0.2, ge=0, le=1, description="duplicates / read")
+    min_read_ratio: float | None = Field(0.5, ge=0, description="rows read against the "
+                                         "median of the source's last runs (a drop that "
+                                         "lost files); judged after 3 runs")
+    min_rows: int = Field(1000, ge=0, description="fewer rows read: no rate is judged")
+    history_runs: int = Field(5, ge=1, description="the last runs the read drop compares with")
+
+
+class Notify(BaseModel):
+    """Where a failed (or, with on = ["failure", "warning"], a warned) run is reported."""
+
+    model_config = ConfigDict(extra="forbid")
+    webhook_url: str | None = Field(None, description="POST a JSON message (Slack-compatible)")
+    smtp_url: str | None = Field(None, description="smtp://user:password@host:port (or "
+                                 "smtps://, or smtp://...?starttls=1) to send mail through")
+    mail_to: list[str] = Field(default_factory=list, description="the mail's recipients")
+    mail_from: str = Field("retail-etl@localhost", description="the mail's sender")
+    on: list[Literal["failure", "warning"]] = Field(["failure"], description="which runs notify")
+    timeout_seconds: float = Field(15.0, gt=0, description="the whole notification's "
+                                   "deadline, retries included: it never holds a run longer")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETAIL_ETL_", extra="ignore",
                                       env_nested_delimiter="__")
@@ -105,6 +134,31 @@ class Settings(BaseSettings):
         "whose readers are fine with a nightly refresh)")
     sources: dict[str, Source] = Field(default_factory=dict, description="the configured "
                                        "sources, loaded in this order by `retail-etl load`")
+    # ---- monitoring (retail_etl/monitor) ----
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="the job log on stderr: console on a terminal, JSON otherwise")
+    log_file: Path | None = Field(None, description="also write the job log (JSON) to this "
+                                  "file, rotated by size (e.g. data/logs/retail-etl.log)")
+    log_file_max_mb: float = Field(10.0, gt=0, description="rotate the log file past this size")
+    log_file_backups: int = Field(5, ge=0, description="rotated log files kept")
+    metrics_file: Path | None = Field(None, description="write the run's Prometheus metrics "
+                                      "here (atomically), for node exporter's textfile collector")
+    pushgateway_url: str | None = Field(None, description="push the run's metrics to this "
+                                        "Prometheus Pushgateway")
+    openlineage_url: str | None = Field(None, description="send OpenLineage run events to "
+                                        "this HTTP endpoint, or append them to a file "
+                                        "(file:///path or a path); off by default")
+    notify: Notify = Field(default_factory=Notify)
+    quality: dict[str, Thresholds] = Field(default_factory=dict, description="data-quality "
+                                           "alerts per entity ('default' for the rest)")
+    fail_on_warning: bool = Field(False, description="a data-quality warning fails the run "
+                                  "(rolled back) instead of loading it")
+    freshness_hours: float = Field(26.0, gt=0, description="`doctor`: a source whose last "
+                                   "successful run is older is stale")
+    freshness: dict[str, float] = Field(default_factory=dict, description="`doctor`: the "
+                                        "same, per source name")
+    min_free_disk_pct: float = Field(10.0, ge=0, le=100, description="`doctor`: less free "
+                                     "space on the server's or data_dir's disk is a problem")
 
     @field_validator("fiscal_year_start_month")
     @classmethod
@@ -123,6 +177,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+    def thresholds(self, entity: str) -> Thresholds:
+        return self.quality.get(entity) or self.quality.get("default") or Thresholds()
 
     @property
     def pg_dir(self) -> Path:

@@ -27,6 +27,10 @@ from retail_etl.hooks import checkpoint
 from retail_etl.kinds import dim_scd2, fact_by_partition
 from retail_etl.kinds.handoff import Handoff
 from retail_etl.load import partitions, refresh, rejects
+from retail_etl.monitor import alerts
+from retail_etl.monitor import log as joblog
+from retail_etl.monitor.log import log as events
+from retail_etl.monitor.watch import Watch
 from retail_etl.run import (
     Run,
     mark_killed,
@@ -65,17 +69,19 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
             raise InputError(f"source directory {cfg.dir} {what}")
     dsn = resolve_dsn(settings)
     pl.Config.set_engine_affinity(settings.polars_engine)
-    ledger = connect(dsn, autocommit=True)
-    conn = connect(dsn)
     label = (f"files:{sources['files'].dir}" if list(sources) == ["files"]
              else "+".join(sources) + (" (full)" if full else ""))
-    run = None
+    watch = Watch(settings, project, dsn, list(sources), label)
+    run = conn = ledger = None
     try:
+        ledger = connect(dsn, autocommit=True)
+        conn = connect(dsn)
         with _sigterm_as_interrupt():
             apply_schema(conn, project)
             staging.sweep(settings.staging_dir)  # left by killed runs: their locks died with them
-            run = open_run(ledger, label, settings.staging_dir, dsn=dsn,
+            run = open_run(ledger, label, settings.staging_dir, dsn=dsn, sources=list(sources),
                            profile_root=settings.data_dir / "profiles" if profile else None)
+            watch.started(run)
             _transaction(conn, ledger, run, project, settings, sources, full)
             _analyze(ledger, dsn, run, project)
             if settings.refresh_mart == "after_load":
@@ -84,13 +90,18 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
                 record_stages(cur, run)
                 record_end(cur, run)  # after the ANALYZE and the refresh, as the summary says
             run.profile.write(run)
+        watch.succeeded(run, ledger)
         return run
+    except BaseException as e:
+        watch.failed(run, _message(e), ledger)
+        raise
     finally:
         if run is not None:
             run.bars.close()
             run.scratch.close(keep=settings.keep_staging)
-        conn.close()
-        ledger.close()
+        for c in (conn, ledger):
+            if c is not None:
+                c.close()
 
 
 def _transaction(conn, ledger, run: Run, project: Project, settings: Settings,
@@ -104,6 +115,8 @@ def _transaction(conn, ledger, run: Run, project: Project, settings: Settings,
             mark_killed(cur, run.run_id)
             handoff = prepare(run, cur, project, settings, sources, full)
             write(cur, run, project, handoff, settings)
+            alerts.check(cur, run, settings)  # a warning commits; fail_on_warning fails here
+            alerts.enforce(run, settings)
             checkpoint("commit")
             record_success(cur, run)
         conn.commit()
@@ -171,7 +184,8 @@ def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[s
         bytes_read = SimpleNamespace(  # files report their bytes: rows are unknown yet
             expect=lambda n: run.bars.expect("extract", n, unit="bytes"), advance=st["advance"])
         extracted, pulls, origins = extract_all(run.staging / "extract", cur, project,
-                                                 settings, sources, full, bytes_read)
+                                                 settings, sources, full, bytes_read,
+                                                 inputs=run.inputs)
         st["rows"] = sum(x.rows for x in extracted.values())
     run.bars.expect("validate", st["rows"])
     h = Handoff(project.dates, origins, pulls)
@@ -228,8 +242,15 @@ def write(cur, run: Run, project: Project, h: Handoff, settings: Settings) -> No
     each), then what spans pipelines: inferred members no fact uses any more, the sources'
     bookkeeping, the rejects."""
     for p in project.pipelines:
-        kinds.of(p).write(cur, run, p, h, settings)
-        checkpoint(f"merge:{p.name}")
+        joblog.bind(pipeline=p.name)  # its stages' log lines name it
+        try:
+            kinds.of(p).write(cur, run, p, h, settings)
+            checkpoint(f"merge:{p.name}")
+        except BaseException:
+            run.failed_stage = run.failed_stage or p.name  # between its stages: the pipeline
+            raise
+        finally:
+            joblog.unbind("pipeline")
     with run.stage("orphans"):
         for dim in project.dimensions:
             dim_scd2.drop_orphans(cur, run, dim, project.facts, h)
@@ -238,8 +259,18 @@ def write(cur, run: Run, project: Project, h: Handoff, settings: Settings) -> No
     if h.rejects:
         found = pl.concat(h.rejects)
         if found.height:
+            _count_rules(run, found)
             with run.stage("rejects", found.height):
                 rejects.store(cur, project, run.run_id, found)
+
+
+def _count_rules(run: Run, found: pl.DataFrame) -> None:
+    """Rejects by entity and rule (a row breaking two rules counts for each), for the job
+    log and the metrics."""
+    by = found.select("entity", "rules").explode("rules").group_by("entity", "rules").len()
+    for entity, rule, n in by.sort("entity", "rules").iter_rows():
+        run.rejected_by[(entity, rule or "unknown")] = n
+        events.info("rejects", entity=entity, rule=rule, rows=n)
 
 
 def _drop_builds(ledger) -> None:

@@ -52,6 +52,13 @@ def stages(dsn: str, run_id: int) -> pl.DataFrame:
     """, (run_id,))
 
 
+def run_warnings(dsn: str, run_id: int) -> list[str]:
+    """A run's data-quality alerts (monitor/alerts.py), as it recorded them."""
+    df = _frame(dsn, "SELECT w FROM etl.runs, jsonb_array_elements_text(coalesce(warnings, "
+                "'[]')) AS w WHERE run_id = $1", (run_id,))
+    return df["w"].to_list() if df.height else []
+
+
 def rejects(dsn: str, run_id: int | None, limit: int, width: int | None) -> pl.DataFrame:
     """The quarantined rows of one run (default: the latest with rejects); `width`: each
     original row cut to that many characters (None: whole)."""

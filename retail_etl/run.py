@@ -18,6 +18,7 @@ import polars as pl
 
 from retail_etl import console
 from retail_etl.load.copy import ingest
+from retail_etl.monitor.log import log as events
 from retail_etl.profile import Profile
 from retail_etl.staging import Staging
 
@@ -77,6 +78,10 @@ class Run:
 
     bars: console.Bars | None = None  # progress on a terminal (see console.Bars)
     refreshed: list = field(default_factory=list)  # load/refresh.Refreshed, after the commit
+    sources: list[str] = field(default_factory=list)  # the configured sources it read
+    inputs: list[dict] = field(default_factory=list)  # what it read, for lineage: files, tables
+    rejected_by: dict[tuple[str, str], int] = field(default_factory=dict)  # (entity, rule)
+    warnings: list[str] = field(default_factory=list)  # data-quality alerts (monitor/alerts.py)
 
     @contextmanager
     def stage(self, name: str, rows: int | None = None):
@@ -94,17 +99,22 @@ class Run:
             bars.advance(task, n)
 
         box: dict = {"rows": rows, "advance": advance}
+        events.info("stage_start", stage=name, rows=rows)
         t0 = time.perf_counter()
         try:
             yield box
-        except BaseException:
+        except BaseException as e:
             self.failed_stage = self.failed_stage or name
+            events.error("stage_failed", stage=name, seconds=round(time.perf_counter() - t0, 3),
+                         error=type(e).__name__)
             raise
         finally:
             if not moved["n"]:
                 bars.advance(task, box.get("done", box["rows"]) or 0)
             bars.leave(name)
         seconds = time.perf_counter() - t0
+        events.info("stage_end", stage=name, rows=box["rows"], seconds=round(seconds, 3),
+                    peak_rss_mb=round(peak_rss_mb(), 1))
         same = next((s for s in self.stages if s.name == name), None)
         if same is None:
             self.stages.append(Stage(name, seconds, box["rows"], peak_rss_mb()))
@@ -130,25 +140,32 @@ class Run:
             "partitions": self.partitions,
             "stages": [vars(s) for s in self.stages],
             "refreshed": [vars(r) for r in self.refreshed],
+            "sources": self.sources,
+            "warnings": self.warnings,
         }
+
+    @property
+    def status(self) -> str:
+        return "warning" if self.warnings else "ok"
 
 
 def open_run(ledger, source: str, staging_root: Path, *, dsn: str,
-             profile_root: Path | None = None) -> Run:
+             profile_root: Path | None = None, sources: list[str] = ()) -> Run:
     """Insert the run's row (status running) and make its private staging directory (see
     staging.py). Runs left `running` by a killed process are marked `killed` by the next
     run that holds the lock. profile_root: write the run's profile under it (--profile)."""
     with ledger.cursor() as cur:
         cur.execute(
-            "INSERT INTO etl.runs (source, ledger_pid) VALUES ($1, pg_backend_pid()) RETURNING run_id", parameters=(source,)
-        )
+            "INSERT INTO etl.runs (source, sources, ledger_pid) VALUES ($1, ARRAY(SELECT "
+            "jsonb_array_elements_text($2::jsonb)), pg_backend_pid()) RETURNING run_id",
+            parameters=(source, json.dumps(list(sources))))
         run_id = cur.fetchone()[0]
         scratch = Staging(staging_root, run_id)
         cur.execute("UPDATE etl.runs SET staging_dir = $1 WHERE run_id = $2",
                     parameters=(str(scratch.path), run_id))
     profile = Profile(profile_root / f"run_{run_id:06d}" if profile_root else None)
     return Run(run_id, scratch.path, scratch=scratch, dsn=dsn, profile=profile,
-               bars=console.Bars(f"run {run_id}"))
+               bars=console.Bars(f"run {run_id}"), sources=list(sources))
 
 
 def record_success(cur, run: Run) -> None:
@@ -163,9 +180,10 @@ def record_success(cur, run: Run) -> None:
         )
     record_stages(cur, run)
     cur.execute(
-        "UPDATE etl.runs SET status = 'ok', ended_at = clock_timestamp(), summary = $1::jsonb "
-        "WHERE run_id = $2",
-        parameters=(json.dumps(run.summary()), run.run_id),
+        "UPDATE etl.runs SET status = $3, ended_at = clock_timestamp(), summary = $1::jsonb, "
+        "warnings = $4::jsonb WHERE run_id = $2",
+        parameters=(json.dumps(run.summary()), run.run_id, run.status,
+                    json.dumps(run.warnings) if run.warnings else None),
     )
 
 

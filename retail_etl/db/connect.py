@@ -20,6 +20,7 @@ from retail_etl.config import Settings
 from retail_etl.db import faults
 from retail_etl.db.cluster import Cluster
 from retail_etl.errors import ConfigError, DatabaseError, DatabaseUnavailable, EtlError
+from retail_etl.monitor.log import retried
 
 _PASSWORD = re.compile(r"(://[^:/@\s]+:)(\S*)(@)")  # greedy: a raw @ in the password too
 
@@ -71,6 +72,7 @@ class _Refused(Exception):
     stop=stop_after_attempt(4),
     wait=wait_random_exponential(multiplier=0.5, max=4),
     reraise=True,
+    before_sleep=retried("warehouse"),
 )
 def _connect_with_retry(dsn: str, autocommit: bool):
     try:

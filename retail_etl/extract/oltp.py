@@ -44,6 +44,7 @@ from retail_etl.db.sqltext import ident, literal, qualified
 from retail_etl.errors import DatabaseError, DatabaseUnavailable, InputError
 from retail_etl.extract.files import LINE_BITS, Extracted, _as_text
 from retail_etl.load.copy import copy_temp
+from retail_etl.monitor.log import retried
 from retail_etl.spec import Entity
 
 
@@ -180,7 +181,8 @@ class Reader:
 
 
 @retry(retry=retry_if_exception(faults.transient), stop=stop_after_attempt(4),
-       wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True)
+       wait=wait_random_exponential(multiplier=0.5, max=4), reraise=True,
+       before_sleep=retried(None))  # (the source being read: monitor.log.bind)
 def _read_sql(dsn: str, sql: str, partition_on: str | None,
               bounds: tuple[int, int] | None, parts: int, batch: int):
     # in UTC, like our ADBC sessions: a timestamp without time zone is UTC on both sides;

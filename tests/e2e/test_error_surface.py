@@ -51,7 +51,10 @@ def test_a_warehouse_lost_mid_run_is_one_line_and_nothing_is_committed(settings,
               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     (tmp_path / "paused-merge-fact_sales").unlink()  # let the run go on, into a dead connection
     _, err = p.communicate(timeout=60)
-    lines = err.decode().strip().splitlines()
+    said = err.decode().strip().splitlines()
+    lines = [ln for ln in said if not ln.startswith("{")]  # the job log aside (JSON: a pipe)
+    (failed,) = [json.loads(ln) for ln in said if '"run_failed"' in ln]
+    assert failed["stage"] == "orphans" and failed["run_id"] == 1
     assert p.returncode == 75, err.decode()  # EX_TEMPFAIL: a scheduler may retry
     # the run and the stage that met the dead connection (the first after the pause)
     assert lines[0].startswith("Error: run 1, stage orphans: lost the connection to the "

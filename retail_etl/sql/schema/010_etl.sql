@@ -4,7 +4,7 @@ CREATE TABLE IF NOT EXISTS etl.runs (
     started_at  timestamptz NOT NULL DEFAULT now(),
     ended_at    timestamptz,
     status      text NOT NULL DEFAULT 'running'
-                CHECK (status IN ('running', 'ok', 'failed', 'killed')),
+                CHECK (status IN ('running', 'ok', 'warning', 'failed', 'killed')),
     source      text,
     staging_dir text,
     ledger_pid  int,          -- backend of the run's ledger connection: gone = killed
