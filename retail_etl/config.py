@@ -102,6 +102,26 @@ class Notify(BaseModel):
                                    "deadline, retries included: it never holds a run longer")
 
 
+class Backup(BaseModel):
+    """Backups (retail_etl/ops): pgBackRest on the local cluster, pg_dump anywhere."""
+
+    model_config = ConfigDict(extra="forbid")
+    dir: Path | None = Field(None, description="where backups live (default data_dir/backups): "
+                             "repo1/, logical/, manifests/, the pgBackRest config")
+    repo2_path: Path | None = Field(None, description="the second pgBackRest repository, "
+                                    "the off-site copy (default <dir>/repo2; mount it from "
+                                    "another machine)")
+    cipher_pass: str | None = Field(None, description="encrypt both repositories "
+                                    "(aes-256-cbc) with this key (RETAIL_ETL_BACKUP__CIPHER_PASS)")
+    retention_full: int = Field(2, ge=1, description="full backups kept per repository")
+    full_weekday: int = Field(6, ge=0, le=6, description="the day of the weekly full "
+                              "backup (0 = Monday, 6 = Sunday); incremental on the others")
+    max_rto_seconds: float = Field(4 * 3600, gt=0, description="restore-drill: the recovery "
+                                   "time objective")
+    max_rpo_seconds: float = Field(24 * 3600, gt=0, description="restore-drill: the recovery "
+                                   "point objective")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETAIL_ETL_", extra="ignore",
                                       env_nested_delimiter="__")
@@ -149,6 +169,7 @@ class Settings(BaseSettings):
                                         "this HTTP endpoint, or append them to a file "
                                         "(file:///path or a path); off by default")
     notify: Notify = Field(default_factory=Notify)
+    backup: Backup = Field(default_factory=Backup)
     quality: dict[str, Thresholds] = Field(default_factory=dict, description="data-quality "
                                            "alerts per entity ('default' for the rest)")
     fail_on_warning: bool = Field(False, description="a data-quality warning fails the run "
@@ -184,6 +205,10 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
+
+    @property
+    def backup_dir(self) -> Path:
+        return (self.backup.dir or self.data_dir / "backups").absolute()
 
     @property
     def staging_dir(self) -> Path:

@@ -179,12 +179,19 @@ def record_success(cur, run: Run) -> None:
                         c.duplicate, c.inferred, c.deleted, json.dumps(c.deleted_by)),
         )
     record_stages(cur, run)
+    beat(cur)
     cur.execute(
         "UPDATE etl.runs SET status = $3, ended_at = clock_timestamp(), summary = $1::jsonb, "
         "warnings = $4::jsonb WHERE run_id = $2",
         parameters=(json.dumps(run.summary()), run.run_id, run.status,
                     json.dumps(run.warnings) if run.warnings else None),
     )
+
+
+def beat(cur) -> None:
+    """The heartbeat: a change commits now (ops/drill.py reads it from a restored copy)."""
+    cur.execute("INSERT INTO etl.heartbeat (id, at) VALUES (1, clock_timestamp()) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
 
 
 def record_end(cur, run: Run) -> None:

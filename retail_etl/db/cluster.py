@@ -5,11 +5,13 @@ initdb and pg_ctl refuse to run as root, so as root the server runs as the unpri
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,12 @@ class Cluster:
 
     @property
     def socket_dir(self) -> Path:
-        return self.root / "run"
+        # A Unix socket's path is capped at 107 bytes: a deep data dir gets a short one.
+        near = self.root / "run"
+        if len(str(near)) + len("/.s.PGSQL.65535") <= 107:
+            return near
+        return Path(tempfile.gettempdir()) / (
+            "retail-etl-" + hashlib.sha256(str(self.root).encode()).hexdigest()[:12])
 
     @property
     def log(self) -> Path:
@@ -115,6 +122,19 @@ class Cluster:
             )
         self.ensure_database(DATABASE)
         return self.dsn()
+
+    def alter_system(self, values: dict[str, str]) -> None:
+        """ALTER SYSTEM SET each (postgresql.auto.conf); some need restart() to apply."""
+        for k, v in values.items():
+            self._psql(f"ALTER SYSTEM SET {k} = '{v}'")
+
+    def setting(self, name: str) -> str:
+        return self._psql(f"SHOW {name}").strip()
+
+    def restart(self) -> None:
+        """Stop and start with the same options (settings that need a restart)."""
+        self._run([self._bin("pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast",
+                   "-D", str(self.data), "-l", str(self.log)], what="restart the server")
 
     def down(self) -> bool:
         """Stop the server if it runs; True if it was running."""

@@ -1,0 +1,1 @@
+"""Operations: backups (pgBackRest, pg_dump), restore drills, their manifests."""
