@@ -521,6 +521,153 @@ def restore_drill(
 
 @app.command()
 @handled
+def archive(
+    older_than_months: Annotated[int | None, typer.Option(
+        "--older-than-months", min=1, help="Archive the month partitions older than this "
+        "many whole months.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say which months would go, and change nothing.")] = False,
+    listing: Annotated[bool, typer.Option("--list", help="List the archived months.")] = False,
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move old fact months to verified Parquet files (data_dir/archive).
+
+    Each month is exported (zstd), re-read and compared with PostgreSQL (rows, sums,
+    key range, checksum), then detached CONCURRENTLY and dropped. Rerun after a crash:
+    it resumes where it stopped. Archived months stay queryable with
+    `retail-etl query --include-archive`; a load into one fails, naming it.
+
+    Example:
+        retail-etl archive --older-than-months 24 --dry-run
+        retail-etl archive --older-than-months 24
+    """
+    import polars as pl
+
+    import pipelines
+    from retail_etl.ops import archive as ops
+
+    settings = load_settings(dsn=dsn)
+    if listing:
+        _render(pl.DataFrame(ops.archived(settings), infer_schema_length=None),
+                "Archived months", as_json)
+        return
+    if older_than_months is None:
+        raise UsageError("archive needs --older-than-months N (or --list)")
+    if dry_run:
+        todo = ops.plan(settings, pipelines.PROJECT, older_than_months)
+        if not todo and not as_json:
+            console.info(f"no month is older than {older_than_months} months")
+            return
+        _render(pl.DataFrame(todo, infer_schema_length=None).drop("yyyymm"),
+                "Would archive", as_json)
+        return
+    done = ops.archive(settings, pipelines.PROJECT, older_than_months)
+    if as_json:
+        console.out.print_json(json.dumps(done))
+        return
+    for d in done:
+        console.info(f"archived {d['fact']} {d['month']}"
+                     + (f": {d['rows']:,} rows, {d['parquet_bytes'] / 2**20:,.1f} MB of Parquet "
+                        f"for {d['partition_bytes'] / 2**20:,.1f} MB in PostgreSQL"
+                        if d.get("parquet_bytes") is not None else " (resumed)")
+                     + f" in {d['seconds']:.1f}s")
+    if not done:
+        console.info(f"no month is older than {older_than_months} months")
+
+
+@app.command()
+@handled
+def unarchive(
+    month: Annotated[str, typer.Option("--month", help="The month to bring back, YYYY-MM.")],
+    dsn: DsnOpt = None,
+) -> None:
+    """Bring an archived month back, checked against its manifest.
+
+    Example:
+        retail-etl unarchive --month 2023-01
+    """
+    import pipelines
+    from retail_etl.ops import archive as ops
+
+    for d in ops.unarchive(load_settings(dsn=dsn), pipelines.PROJECT, month):
+        console.info(f"brought {d['fact']} {d['month']} back: {d['rows']:,} rows in "
+                     f"{d['seconds']:.1f}s, equal to its manifest")
+
+
+@app.command()
+@handled
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL query.")],
+    include_archive: Annotated[bool, typer.Option(
+        "--include-archive", help="Answer over PostgreSQL and the Parquet archive together "
+        "(DuckDB; the tables the query names are read whole).")] = False,
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the warehouse (read-only), and its archive if asked.
+
+    Example:
+        retail-etl query "SELECT count(*) FROM dw.fact_sales"
+        retail-etl query --include-archive "SELECT sum(total_amount) FROM dw.fact_sales"
+    """
+    import pipelines
+    from retail_etl.ops import archive as ops
+
+    df = ops.query(load_settings(dsn=dsn), pipelines.PROJECT, sql, include_archive)
+    _render(df, None, as_json)
+
+
+@app.command()
+@handled
+def maintain(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what it would do, and do nothing.")] = False,
+    months_ahead: Annotated[int, typer.Option(
+        "--months-ahead", min=0, help="Month partitions made ahead of this one.")] = 2,
+    show_history: Annotated[bool, typer.Option(
+        "--history", help="List what earlier runs of maintain did.")] = False,
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Vacuum, reindex, make coming months, check disk; all logged.
+
+    VACUUM (ANALYZE) of tables whose dead rows pass 20% (and 10,000), REINDEX
+    CONCURRENTLY of B-tree indexes over 10 MB with a leaf density under 50% (pgstattuple),
+    the month partitions of the coming months, and a warning when free disk is under
+    min_free_disk_pct. Each action is a row of etl.maintenance.
+
+    Example:
+        retail-etl maintain --dry-run
+        retail-etl maintain
+    """
+    import polars as pl
+
+    import pipelines
+    from retail_etl.ops import maintain as ops
+
+    settings = load_settings(dsn=dsn)
+    if show_history:
+        rows = [{**r, "detail": json.dumps(r["detail"])} for r in ops.history(settings)]
+        _render(pl.DataFrame(rows, infer_schema_length=None), "Maintenance", as_json)
+        return
+    done = ops.maintain(settings, pipelines.PROJECT, ops.Limits(months_ahead=months_ahead),
+                        dry_run=dry_run)
+    if as_json:
+        console.out.print_json(json.dumps(done, default=str))
+        return
+    for d in done:
+        say = console.warn if d["action"] == "disk" else console.info
+        say(f"{'would ' if dry_run else ''}{d['action']} {d['target']}: "
+            + ", ".join(f"{k} {v}" for k, v in d["detail"].items())
+            + (f" ({d['seconds']:.1f}s)" if d["seconds"] is not None else ""))
+    if not done:
+        console.info("nothing to do: no table or index past its threshold, the coming "
+                     "months exist, disk space is fine")
+
+
+@app.command()
+@handled
 def doctor(
     dsn: DsnOpt = None,
     months_ahead: Annotated[int, typer.Option(

@@ -64,7 +64,7 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
 
             def frame(sql: str, *params) -> pl.DataFrame:
                 cur.execute(sql, parameters=params or None)
-                return _numeric(cur.fetch_arrow_table())
+                return exact_frame(cur.fetch_arrow_table())
 
             span = frame("SELECT min(month) AS lo, max(month) AS hi FROM mart.kpi_monthly "
                          "WHERE breakdown = 'total'").row(0)
@@ -140,7 +140,7 @@ def figures(dsn: str, first: date | None = None, last: date | None = None) -> di
         conn.close()
 
 
-def _numeric(table: pa.Table) -> pl.DataFrame:
+def exact_frame(table: pa.Table) -> pl.DataFrame:
     """The driver hands PostgreSQL numeric over as text in an opaque Arrow extension type:
     back to exact decimals, each column at the largest scale its values have."""
     numeric = [f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType)

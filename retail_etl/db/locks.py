@@ -36,3 +36,29 @@ def hold_warehouse(cur, wait_seconds: float) -> None:
             f"another run still holds the warehouse lock after {wait_seconds:g}s",
             hint="wait for it to finish (`retail-etl runs`) or raise RETAIL_ETL_LOCK_WAIT_SECONDS",
         ) from None
+
+
+def hold_warehouse_session(cur, wait_seconds: float) -> None:
+    """The warehouse lock for the whole session (an autocommit one): for work that spans
+    transactions or runs outside one (DETACH PARTITION ... CONCURRENTLY). It conflicts with
+    the loads' transaction-scoped lock all the same; released by release_warehouse_session
+    or when the session ends."""
+    cur.execute("SELECT pg_try_advisory_lock($1)", parameters=(WAREHOUSE,))
+    if cur.fetchone()[0]:
+        return
+    console.info(f"a run holds the warehouse lock; waiting up to {wait_seconds:g}s")
+    try:
+        cur.execute(f"SET lock_timeout = '{int(wait_seconds * 1000)}ms'")
+        cur.execute("SELECT pg_advisory_lock($1)", parameters=(WAREHOUSE,))
+    except adbc_driver_manager.Error as e:
+        if faults.sqlstate(e) != "55P03":
+            raise db_error(e, "waiting for the warehouse lock") from None
+        raise LockTimeout(f"a run still holds the warehouse lock after {wait_seconds:g}s",
+                          hint="wait for it to finish (`retail-etl runs`) or raise "
+                          "RETAIL_ETL_LOCK_WAIT_SECONDS") from None
+    finally:
+        cur.execute("SET lock_timeout = 0")
+
+
+def release_warehouse_session(cur) -> None:
+    cur.execute("SELECT pg_advisory_unlock($1)", parameters=(WAREHOUSE,))

@@ -20,6 +20,7 @@ from retail_etl.kinds.handoff import Handoff
 from retail_etl.load import gone_lines, partitions
 from retail_etl.load.copy import copy_temp
 from retail_etl.load.merge import delete_documents, merge_facts, repoint_facts, stored_lines
+from retail_etl.ops import archive
 from retail_etl.spec import FactByPartition, sql_type
 from retail_etl.staging import group_up_to, parquet_rows
 from retail_etl.transform import dedup
@@ -206,6 +207,7 @@ def _load(cur, run, fact: FactByPartition, lines: FactInput, h: Handoff, setting
     """The dates, then the lines by groups of months. Returns [*document, date key] of the
     stored lines found (the days a document's deleted lines can be on)."""
     months = sorted(lines.month_rows)
+    archive.guard(cur, fact, months)  # an archived month is not re-opened behind its back
     with run.stage("dates"):
         dim_date.ensure(cur, h.dates, months[0] // 100, months[-1] // 100,
                         settings.fiscal_year_start_month, run.run_id)
