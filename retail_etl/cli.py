@@ -427,7 +427,7 @@ def backup(
     from retail_etl.ops import backup as ops
 
     if show_schedule:
-        typer.echo(ops.schedule(), nl=False)
+        typer.echo(ops.schedule(load_settings()), nl=False)
         return
     if kind not in (None, "full", "incr"):
         raise typer.BadParameter("must be full or incr", param_hint="--type")

@@ -160,12 +160,31 @@ def listing(settings: Settings) -> list[dict]:
     return rows
 
 
-def schedule() -> str:
-    """The calendar as cron lines (the command picks full or incr by the date)."""
-    return ("# /etc/cron.d/retail-etl-backup: nightly at 01:30 (full on Sundays, else\n"
-            "# incremental), a restore drill every Monday at 05:00\n"
-            "30 1 * * *  etl  cd /srv/retail-etl && retail-etl backup\n"
-            "0 5 * * 1   etl  cd /srv/retail-etl && retail-etl restore-drill --json\n")
+def schedule(settings: Settings) -> str:
+    """The operations calendar as cron lines and a systemd timer (the backup command picks
+    full or incr by the date, so one line serves both)."""
+    day = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+           "Sunday"][settings.backup.full_weekday]
+    cron_day = (settings.backup.full_weekday + 1) % 7  # cron: 0 = Sunday
+    return f"""# /etc/cron.d/retail-etl-ops (UTC)
+30 1 * * *   etl  cd /srv/retail-etl && retail-etl backup                # full on {day}s, incr otherwise
+30 4 * * {cron_day}   etl  cd /srv/retail-etl && retail-etl restore-drill --json > /var/lib/retail-etl/drill.json
+0  5 * * {cron_day}   etl  cd /srv/retail-etl && retail-etl maintain
+0  6 1 * *   etl  cd /srv/retail-etl && retail-etl archive --older-than-months 24
+
+# or systemd: /etc/systemd/system/retail-etl-backup.service + .timer
+[Service]
+Type=oneshot
+User=etl
+WorkingDirectory=/srv/retail-etl
+EnvironmentFile=/etc/retail-etl/env        # RETAIL_ETL_BACKUP__CIPHER_PASS
+ExecStart=/usr/local/bin/retail-etl backup
+[Timer]
+OnCalendar=*-*-* 01:30:00 UTC
+Persistent=true
+[Install]
+WantedBy=timers.target
+"""
 
 
 def _beat(dsn: str) -> None:
