@@ -681,7 +681,8 @@ def doctor(
     One line per check: the connection and versions, the schema, each source's last
     success against its freshness threshold (freshness_hours), the last run, the rejects
     trend, month partitions for the coming months, table and index bloat, free disk on
-    the server's data directory and on data_dir (min_free_disk_pct), locks. Read-only.
+    the server's data directory and on data_dir (min_free_disk_pct), locks, the newest
+    backup and restore drill. Read-only.
 
     Example:
         retail-etl doctor

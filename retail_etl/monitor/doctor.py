@@ -2,11 +2,13 @@
 or `problem`, from read-only queries: connection and versions, schema state, each source's
 last success against its freshness threshold, the last run's outcome, the rejects trend,
 month partitions for the coming months, table and index bloat, free disk on the server's
-data directory and on data_dir, locks. Exit 1 on a problem (and with --strict on a
-warning), so a scheduler or a monitoring probe can act on it."""
+data directory and on data_dir, locks, the newest backup and restore drill (from
+etl.maintenance). Exit 1 on a problem (and with --strict on a warning), so a scheduler or a
+monitoring probe can act on it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -77,6 +79,7 @@ def examine(settings: Settings, project: Project, dsn: str, *, months_ahead: int
             checks += _server_disk(cur, settings)
             checks += _local_disk(settings)
             checks += _locks(cur)
+            checks += _backups(cur, settings, now)
     except adbc_driver_manager.Error as e:
         add("queries", PROBLEM, redact(str(e).splitlines()[0]))
     finally:
@@ -250,6 +253,45 @@ def _locks(cur) -> list[Check]:
     if waiting:
         parts.append(f"{waiting} session(s) waiting on locks, the longest {_age(longest)}")
     return [Check("locks", WARNING if waiting and longest > 300 else OK, "; ".join(parts))]
+
+
+def _backups(cur, settings: Settings, now: datetime) -> list[Check]:
+    """The newest backup against the RPO threshold, the newest restore drill: a backup
+    nobody restored is not known to restore (both from etl.maintenance)."""
+    cur.execute("SELECT to_regclass('etl.maintenance') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return []
+    newest = {}
+    for action in ("backup", "restore-drill"):
+        cur.execute("SELECT at, target, detail::text FROM etl.maintenance WHERE action = $1 "
+                    "ORDER BY id DESC LIMIT 1", parameters=(action,))
+        newest[action] = cur.fetchone()
+    b = settings.backup
+    out = []
+    if newest["backup"] is None:
+        out.append(Check("backup", WARNING, "no backup recorded: `retail-etl backup --init`, "
+                         "then `retail-etl backup` nightly (`retail-etl backup --schedule`)"))
+    else:
+        at, label, _ = newest["backup"]
+        age = (now - at).total_seconds()
+        out.append(Check("backup", WARNING if age > b.max_rpo_seconds else OK,
+                         f"newest {label}, {_age(age)} ago (RPO threshold "
+                         f"{_age(b.max_rpo_seconds)})"))
+    if newest["restore-drill"] is None:
+        out.append(Check("restore drill", WARNING, "no restore drill recorded: a backup "
+                         "never restored is not known to restore (`retail-etl restore-drill`)"))
+    else:
+        at, label, detail = newest["restore-drill"]
+        d = json.loads(detail)
+        age = (now - at).total_seconds()
+        if not d.get("ok"):
+            out.append(Check("restore drill", PROBLEM, f"the last drill ({label}, {_age(age)} "
+                             f"ago) failed: {'; '.join(d.get('problems') or [])}"))
+        else:
+            out.append(Check("restore drill", WARNING if age > 8 * 86400 else OK,
+                             f"{label} restored and verified {_age(age)} ago: RTO "
+                             f"{d['rto_seconds']:.0f}s, RPO {d['rpo_seconds']:.0f}s"))
+    return out
 
 
 def as_dicts(checks: list[Check]) -> list[dict]:

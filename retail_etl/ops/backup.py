@@ -26,7 +26,7 @@ from retail_etl.config import Settings
 from retail_etl.db import locks
 from retail_etl.db.cluster import pg_bindir
 from retail_etl.db.connect import connect, redact, resolve_dsn
-from retail_etl.ops import manifest, pgbackrest
+from retail_etl.ops import maintain, manifest, pgbackrest
 from retail_etl.ops.pgbackrest import BackupError
 from retail_etl.run import beat
 
@@ -96,12 +96,14 @@ def physical(settings: Settings, kind: str | None = None) -> dict:
         (out / f"{b['label']}.json").write_text(json.dumps(
             {"label": b["label"], "type": b["type"], **measured}, indent=1))
     b1 = newest[1]
-    return {"kind": "physical", "type": kind, "label": b1["label"],
+    done = {"kind": "physical", "type": kind, "label": b1["label"],
             "labels": {f"repo{k}": b["label"] for k, b in sorted(newest.items())},
             "seconds": round(seconds, 3), "size_bytes": b1["info"]["size"],
             "repo_bytes": b1["info"]["repository"]["delta"],
             "wal": [b1["archive"]["start"], b1["archive"]["stop"]],
             "tables": len(measured["tables"])}
+    _record(dsn, done)
+    return done
 
 
 def logical(settings: Settings, jobs: int = 2) -> dict:
@@ -134,9 +136,17 @@ def logical(settings: Settings, jobs: int = 2) -> dict:
     doc = {"label": stamp, "type": "logical", "files": files, **measured}
     (out / "manifest.json").write_text(json.dumps(doc, indent=1))
     size = sum(p.stat().st_size for p in (out / "dump").iterdir())
-    return {"kind": "logical", "type": "logical", "label": stamp,
+    done = {"kind": "logical", "type": "logical", "label": stamp,
             "seconds": round(time.perf_counter() - t0, 3), "size_bytes": size,
             "path": str(out), "tables": len(measured["tables"])}
+    _record(dsn, done)
+    return done
+
+
+def _record(dsn: str, done: dict) -> None:
+    """In etl.maintenance: doctor says how old the newest backup is."""
+    maintain.record(dsn, "backup", done["label"], {k: done[k] for k in (
+        "kind", "type", "size_bytes", "tables")}, done["seconds"])
 
 
 def listing(settings: Settings) -> list[dict]:

@@ -19,7 +19,8 @@ import adbc_driver_manager
 from retail_etl.config import Settings
 from retail_etl.db.cluster import Cluster, _server_user, free_port, owner_group, pg_bindir
 from retail_etl.db.connect import connect, redact, resolve_dsn
-from retail_etl.ops import manifest, pgbackrest
+from retail_etl.errors import EtlError
+from retail_etl.ops import maintain, manifest, pgbackrest
 from retail_etl.ops.pgbackrest import BackupError
 
 KPI_QUERY = ("SELECT count(*), coalesce(sum(revenue), 0)::text FROM mart.sales_kpis "
@@ -77,8 +78,11 @@ def drill(settings: Settings, target_time: datetime | None = None, repo: int = 1
         report["restored"] = got  # (dropped from the printed report)
         if keep:
             report["dsn"], report["scratch"] = dsn, str(scratch.root)
-    except BaseException:
+    except BaseException as e:
         _tear_down(scratch, keep_log=settings.backup_dir / "log" / f"{scratch.root.name}.log")
+        if isinstance(e, EtlError):  # a drill that could not restore is the one to know of
+            maintain.record(resolve_dsn(settings), "restore-drill", label,
+                            {"ok": False, "repo": f"repo{repo}", "problems": [str(e)]}, None)
         raise
     if not keep:
         _tear_down(scratch)
@@ -93,6 +97,9 @@ def drill(settings: Settings, target_time: datetime | None = None, repo: int = 1
                                   f"{b.max_rto_seconds:.0f}s")
     report["max_rto_seconds"], report["max_rpo_seconds"] = b.max_rto_seconds, b.max_rpo_seconds
     report["ok"] = not report["problems"]
+    maintain.record(resolve_dsn(settings), "restore-drill", label, {
+        k: report.get(k) for k in ("ok", "repo", "target_time", "rto_seconds", "rpo_seconds",
+                                   "problems")}, report["rto_seconds"])
     return report
 
 

@@ -136,6 +136,19 @@ def _thin_indexes(cur, limits: Limits) -> list[tuple[str, float, float]]:
             if d is not None and float(d) < limits.min_leaf_density]
 
 
+def record(dsn: str, action: str, target: str, detail: dict, seconds: float | None) -> None:
+    """One row of etl.maintenance from another command (backup, restore-drill): doctor
+    reads the newest of each from there."""
+    conn = connect(dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO etl.maintenance (action, target, detail, seconds) "
+                        "VALUES ($1, $2, $3::jsonb, $4)",
+                        parameters=(action, target, json.dumps(detail, default=str), seconds))
+    finally:
+        conn.close()
+
+
 def history(settings: Settings, limit: int = 50) -> list[dict]:
     conn = connect(resolve_dsn(settings))
     try:

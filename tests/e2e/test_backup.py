@@ -71,6 +71,9 @@ def test_a_full_backup_restores_and_verifies_and_a_tampered_manifest_fails(tmp_p
     assert 0 <= report["rpo_seconds"] < 600
     assert not any((settings.backup_dir / "drills").iterdir())  # torn down
     assert cli("restore-drill", "--repo", "2", "--json").exit_code == 0  # the off-site copy
+    health = {c["check"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
+    assert health["backup"]["status"] == "ok" and listed[1]["label"] in health["backup"]["detail"]
+    assert health["restore drill"]["status"] == "ok" and "RTO" in health["restore drill"]["detail"]
 
     # the drill compares: a manifest that says otherwise fails it, naming the table
     m = settings.backup_dir / "manifests" / f"{report['label']}.json"
@@ -80,6 +83,10 @@ def test_a_full_backup_restores_and_verifies_and_a_tampered_manifest_fails(tmp_p
     bad = cli("restore-drill")
     assert bad.exit_code == 1
     assert "Error: dw.fact_sales: 6 rows" in bad.output and "where the backup had 7" in bad.output
+    sick = cli("doctor", "--json")
+    assert sick.exit_code == 1
+    (drilled,) = [c for c in json.loads(sick.stdout)["checks"] if c["check"] == "restore drill"]
+    assert drilled["status"] == "problem" and "where the backup had 7" in drilled["detail"]
     # and a threshold it misses fails it too
     r = cli("restore-drill", "--repo", "2", RETAIL_ETL_BACKUP__MAX_RTO_SECONDS="0.001")
     assert r.exit_code == 1 and "RTO" in r.output and "is above 0s" in r.output

@@ -250,6 +250,7 @@ def test_doctor_flags_a_stale_source_and_a_missing_future_partition(tmp_path, ds
     assert checks["connection"]["status"] == "ok" and checks["schema"]["status"] == "ok"
     # the drop is of 2024: no month of the coming ones exists
     assert checks["partitions dw.fact_sales"]["status"] == "warning"
+    assert checks["backup"]["status"] == "warning" and "no backup recorded" in checks["backup"]["detail"]
     assert cli("doctor", "--dsn", dsn, "--strict").exit_code == 1
     # two days later, with the default threshold (26 h)
     execute(dsn, "UPDATE etl.runs SET started_at = started_at - interval '2 days', "
