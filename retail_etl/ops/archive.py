@@ -45,6 +45,7 @@ from retail_etl.db.connect import connect, db_error, resolve_dsn
 from retail_etl.errors import EtlError
 from retail_etl.load import partitions
 from retail_etl.load.copy import ingest
+from retail_etl.ops import manifest
 from retail_etl.spec import FactByPartition, Project
 
 ROW_GROUP = 1 << 20
@@ -136,14 +137,6 @@ def measure_parquet(fact: FactByPartition, cols: list[Col], files: list[Path]) -
         con.close()
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _partition_state(cur, fact: FactByPartition, name: str) -> str:
@@ -306,7 +299,7 @@ def _manifest_if_valid(d: Path) -> dict | None:
     doc = json.loads(path.read_text())
     for f, meta in doc["files"].items():
         p = d / f
-        if not p.exists() or _sha256(p) != meta["sha256"]:
+        if not p.exists() or manifest.sha256_of(p) != meta["sha256"]:
             return None
     return doc
 
@@ -342,7 +335,8 @@ def _export(cur, fact: FactByPartition, cols: list[Col], name: str, d: Path,
         raise ArchiveError(f"{name}: the Parquet read back differs from PostgreSQL "
                            f"({in_file} where PostgreSQL has {in_pg}): nothing is detached")
     return {**in_pg, "schema": {c.name: c.type for c in cols},
-            "files": {final.name: {"sha256": _sha256(final), "bytes": final.stat().st_size}}}
+            "files": {final.name: {"sha256": manifest.sha256_of(final),
+                                   "bytes": final.stat().st_size}}}
 
 
 def unarchive(settings: Settings, project: Project, month: str) -> list[dict]:

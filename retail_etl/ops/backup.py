@@ -14,13 +14,11 @@ snapshot and blocks nothing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from retail_etl.config import Settings
 from retail_etl.db import locks
@@ -132,7 +130,8 @@ def logical(settings: Settings, jobs: int = 2) -> dict:
         conn.rollback()
     finally:
         conn.close()
-    files = {str(p.relative_to(out)): _sha256(p) for p in sorted((out / "dump").iterdir())}
+    files = {str(p.relative_to(out)): manifest.sha256_of(p)
+             for p in sorted((out / "dump").iterdir())}
     doc = {"label": stamp, "type": "logical", "files": files, **measured}
     (out / "manifest.json").write_text(json.dumps(doc, indent=1))
     size = sum(p.stat().st_size for p in (out / "dump").iterdir())
@@ -206,12 +205,6 @@ def _beat(dsn: str) -> None:
         conn.close()
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _utc(epoch: int) -> str:

@@ -6,7 +6,9 @@ with the same measure of a restored copy."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 # dw is the warehouse; of etl, what loads write under the lock (the ledger's run rows are
 # written beside it, and the mart's materialized views after it: both are left out)
@@ -66,3 +68,12 @@ def differences(expected: dict, got: dict) -> list[str]:
     if expected.get("kpi") != got.get("kpi"):
         out.append(f"KPI totals differ: {got.get('kpi')} where the backup had {expected.get('kpi')}")
     return out
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in 1 MiB blocks (a dump or an archive may be big)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
