@@ -40,3 +40,33 @@ SALES = Entity("sales", (
     Column("discount", "decimal", min=0),
     Column("updated_at", "timestamp"),
 ))
+
+# ---- external APIs (retail_etl/extract/http.py flattens their objects into these) --------
+
+# a charge of the payment provider, its state as of `version_ts` (its creation, or the
+# event that changed it): amounts in the currency's units, exact
+PAYMENTS = Entity("payments", (
+    id_("charge_id"), id_("order_id", required=False),
+    Column("amount", "decimal", required=True, min=0),
+    Column("amount_refunded", "decimal", min=0),
+    Column("currency", "text", required=True),
+    Column("created_ts", "timestamp", required=True),
+    Column("status", "text", required=True, choices=("succeeded", "pending", "failed")),
+    Column("paid", "bool"), Column("refunded", "bool"),
+    text("method"), text("card_brand"),
+    Column("version_ts", "timestamp", required=True),
+))
+
+# a parcel of the shipping service, as of its last update
+SHIPMENTS = Entity("shipments", (
+    id_("tracker_id"), id_("order_id", required=False), text("tracking_code"),
+    Column("carrier", "text", required=True),
+    Column("status", "text", required=True, choices=(
+        "pre_transit", "in_transit", "out_for_delivery", "delivered", "return_to_sender",
+        "failure", "unknown")),
+    Column("created_ts", "timestamp", required=True),
+    Column("updated_ts", "timestamp", required=True),
+    Column("shipped_ts", "timestamp", plausible=False),
+    Column("delivered_ts", "timestamp", plausible=False),
+    Column("promised_date", "date", plausible=False),
+))

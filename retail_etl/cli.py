@@ -204,7 +204,8 @@ def _summary_line(run) -> str:
         if c.read or c.inferred or c.deleted:
             why = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(c.deleted_by.items()))
             extra = (f", {c.inferred} inferred" if c.inferred else "") + (
-                f", {c.deleted} deleted ({why})" if c.deleted else "")
+                f", {c.deleted} deleted ({why})" if c.deleted else "") + (
+                f", {c.unmatched} for orders the sales lack" if c.unmatched else "")
             parts.append(f"{c.entity} {c.read} read: {c.loaded} loaded, {c.merged} unchanged, "
                          f"{c.rejected} rejected, {c.duplicate} duplicates{extra}")
     return (f"run {run.run_id} ok in {run.seconds:.1f}s; {'; '.join(parts)}; "
@@ -331,7 +332,7 @@ def sources(
     import polars as pl
 
     from retail_etl import queries
-    from retail_etl.config import FilesSource
+    from retail_etl.config import FilesSource, HttpSource
     from retail_etl.db.connect import redact
 
     settings = load_settings(dsn=dsn)
@@ -339,6 +340,7 @@ def sources(
     rows = []
     for name, cfg in settings.sources.items():
         where = (str(cfg.dir) if isinstance(cfg, FilesSource)
+                 else f"{cfg.api} API at {cfg.base_url}" if isinstance(cfg, HttpSource)
                  else redact(cfg.dsn) if cfg.dsn else f"local:{cfg.database}")
         mine = marks.filter(pl.col("source") == name)
         for i, m in enumerate(mine.iter_rows(named=True) if mine.height else [{}]):

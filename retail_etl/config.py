@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,7 +70,42 @@ class PostgresSource(BaseModel):
     columns: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
-Source = Annotated[FilesSource | PostgresSource, Field(discriminator="kind")]
+class HttpSource(BaseModel):
+    """An external API read incrementally over paginated HTTP (retail_etl/extract/http.py):
+    `payments` (Stripe's list conventions) or `shipping` (EasyPost's trackers)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["http"]
+    api: Literal["payments", "shipping"] = Field(description="which API shape it speaks")
+    base_url: str = Field(description="the API's base URL, e.g. https://api.stripe.com")
+    token: SecretStr | None = Field(None, description="the API key: set it through the "
+                                    "environment, RETAIL_ETL_SOURCES__<NAME>__TOKEN")
+    page_size: int = Field(100, ge=1, le=1000, description="objects per page asked for")
+    max_pages: int = Field(10_000, ge=1, description="a run that would read more pages "
+                           "than this fails (a guard against runaway pagination)")
+    lag_seconds: float | None = Field(None, ge=0, description="re-read window below the watermark "
+                               "(late objects, status changes): default 1 h for payments, "
+                               "30 days for shipping (parcels change for weeks)")
+    timeout_seconds: float = Field(30.0, gt=0, description="per request (connect, read)")
+    deadline_seconds: float = Field(600.0, gt=0, description="one request's retries, "
+                                    "waits included, end by then")
+    max_retry_wait_seconds: float = Field(60.0, gt=0, description="the longest wait between "
+                                          "attempts (a Retry-After is honoured up to it)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s):// URL")
+        return v.rstrip("/")
+
+    @property
+    def lag(self) -> float:
+        return self.lag_seconds if self.lag_seconds is not None else (
+            3600.0 if self.api == "payments" else 30 * 86400.0)
+
+
+Source = Annotated[FilesSource | PostgresSource | HttpSource, Field(discriminator="kind")]
 
 
 class Thresholds(BaseModel):

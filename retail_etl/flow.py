@@ -183,12 +183,13 @@ def prepare(run: Run, cur, project: Project, settings: Settings, sources: dict[s
     with run.stage("extract") as st:
         bytes_read = SimpleNamespace(  # files report their bytes: rows are unknown yet
             expect=lambda n: run.bars.expect("extract", n, unit="bytes"), advance=st["advance"])
+        apis: list = []
         extracted, pulls, origins = extract_all(run.staging / "extract", cur, project,
                                                  settings, sources, full, bytes_read,
-                                                 inputs=run.inputs)
+                                                 inputs=run.inputs, apis=apis)
         st["rows"] = sum(x.rows for x in extracted.values())
     run.bars.expect("validate", st["rows"])
-    h = Handoff(project.dates, origins, pulls)
+    h = Handoff(project.dates, origins, pulls, apis)
     split_of = {f.entity.name: f for f in project.facts}
     window = quality.Window.around(settings.plausible_from, run.started_at,
                                    settings.plausible_days_ahead)
@@ -256,6 +257,8 @@ def write(cur, run: Run, project: Project, h: Handoff, settings: Settings) -> No
             dim_scd2.drop_orphans(cur, run, dim, project.facts, h)
     with run.stage("watermarks"):
         oltp.remember(cur, run, h.pulls, h.gone)
+        for api in h.apis:
+            oltp.save_marks(cur, api.source, api.marks, run.run_id)
     if h.rejects:
         found = pl.concat(h.rejects)
         if found.height:

@@ -48,6 +48,7 @@ class EntityCounts:
     inferred: int = 0
     deleted: int = 0  # fact lines removed, keys closed: not rows read
     deleted_by: dict[str, int] = field(default_factory=dict)  # the same, by reason
+    unmatched: int = 0  # lines written whose link names no row (FactByPartition.links)
 
     def count_deleted(self, reason: str, n: int) -> None:
         """reason: order_deleted, line_deleted, order_cancelled (fact lines), key_gone."""

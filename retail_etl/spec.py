@@ -45,6 +45,8 @@ class Column:
     # personal, and names a person on its own (a name, an email): `retail-etl db mask-copy`
     # proves that no such value is left anywhere in a copy
     identifying: bool = False
+    # the only values it may take (an API's status): any other is a reject, `<name>:unknown`
+    choices: tuple[str, ...] | None = None
 
 
 def id_(name: str, required: bool = True) -> Column:
@@ -160,6 +162,13 @@ class FactByPartition:
     date_key: str = "date_key"
     grain: Literal["month"] = "month"
     indexes: tuple[tuple[str, ...], ...] = ()  # beside the natural key's and each reference's
+    # measures that may be NULL in the warehouse (a charge without an order id); the others
+    # are NOT NULL
+    nullable: tuple[str, ...] = ()
+    # measures naming rows of another table without a key to them (a payment's order in
+    # fact_sales): loaded as they are, and the lines whose value that table lacks (or is
+    # NULL) are counted as unmatched in the run's summary
+    links: dict[str, str] = field(default_factory=dict)  # column -> "table.column"
     kind: str = field(default="fact_by_partition", init=False)
 
     @property

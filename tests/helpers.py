@@ -122,7 +122,7 @@ def error_line(result, code: int = 1) -> str:
     """The one `Error:` line of a failed command, which must exit `code` without a traceback
     or an "internal error"."""
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
     return [ln for ln in result.output.splitlines() if ln.startswith("Error:")][0]
 
 

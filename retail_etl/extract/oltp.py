@@ -531,14 +531,18 @@ def remember(cur, run, pulls: list[OltpExtract], gone: dict[tuple[str, str], pl.
                     DELETE FROM etl.source_keys k USING stg_closed c
                     WHERE k.source = $1 AND k.entity = $2 AND k.key = c.key
                 """, parameters=(pull.source, entity))
-        for m in pull.marks:
-            cur.execute("""
-                INSERT INTO etl.watermarks (source, entity, watermark, tiebreak, run_id, updated_at)
-                VALUES ($1, $2, $3, $4, $5, now())
-                ON CONFLICT (source, entity) DO UPDATE SET watermark = excluded.watermark,
-                    tiebreak = excluded.tiebreak, run_id = excluded.run_id,
-                    updated_at = excluded.updated_at
-                WHERE (etl.watermarks.watermark, etl.watermarks.tiebreak)
-                      IS DISTINCT FROM (excluded.watermark, excluded.tiebreak)
-            """, parameters=(pull.source, m.table, m.ts, json.dumps(m.key, default=str),
-                             run.run_id))
+        save_marks(cur, pull.source, pull.marks, run.run_id)
+
+
+def save_marks(cur, source: str, marks: list[Mark], run_id: int) -> None:
+    """A source's new watermarks, in the run's transaction (an API's too)."""
+    for m in marks:
+        cur.execute("""
+            INSERT INTO etl.watermarks (source, entity, watermark, tiebreak, run_id, updated_at)
+            VALUES ($1, $2, $3, $4, $5, now())
+            ON CONFLICT (source, entity) DO UPDATE SET watermark = excluded.watermark,
+                tiebreak = excluded.tiebreak, run_id = excluded.run_id,
+                updated_at = excluded.updated_at
+            WHERE (etl.watermarks.watermark, etl.watermarks.tiebreak)
+                  IS DISTINCT FROM (excluded.watermark, excluded.tiebreak)
+        """, parameters=(source, m.table, m.ts, json.dumps(m.key, default=str), run_id))

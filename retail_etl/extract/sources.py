@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from retail_etl.config import FilesSource, PostgresSource, Settings, Source
+from retail_etl.config import FilesSource, HttpSource, PostgresSource, Settings, Source
 from retail_etl.db.cluster import Cluster
 from retail_etl.errors import ConfigError
-from retail_etl.extract import oltp
+from retail_etl.extract import http, oltp
 from retail_etl.extract.files import Extracted, extract
 from retail_etl.monitor import log
 from retail_etl.spec import Project
@@ -26,12 +26,12 @@ def source_dsn(settings: Settings, name: str, cfg: PostgresSource) -> str:
 
 def extract_all(stage: Path, cur, project: Project, settings: Settings,
                 sources: dict[str, Source], full: bool, progress=None,
-                inputs: list[dict] | None = None
+                inputs: list[dict] | None = None, apis: list | None = None,
                 ) -> tuple[dict[str, Extracted], list, list[tuple[int, str]]]:
     """Every source staged as the project's entities; files numbered in source order.
     Also returns the database sources' pulls, and [(first file number, source name)]:
     where each source's files begin. `inputs` gets what was read (lineage.py's datasets:
-    {source, kind, name, entity, rows})."""
+    {source, kind, name, entity, rows}), `apis` the API sources' reads (their watermarks)."""
     entities = project.entities
     extracted = {e.name: Extracted(e) for e in entities}
     pulls, file_no, origins = [], 1, []
@@ -44,6 +44,14 @@ def extract_all(stage: Path, cur, project: Project, settings: Settings,
                           encoding=cfg.encoding, progress=progress)
             read = [{"source": name, "kind": "file", "name": str(f.resolve()), "entity": e}
                     for e, ex in got.items() for f in ex.files]
+        elif isinstance(cfg, HttpSource):
+            api = http.extract_api(name, cfg, {e.name: e for e in entities},
+                                   oltp.read_marks(cur, name), stage, file_no, full=full)
+            if apis is not None:
+                apis.append(api)
+            got = api.extracted
+            read = [{"source": name, "kind": "api", "name": cfg.base_url + ep.path,
+                     "entity": ep.entity} for ep in http.ENDPOINTS[cfg.api]]
         else:
             if project.oltp is None:
                 raise ConfigError(f"sources.{name}: this project maps no database tables "

@@ -44,7 +44,8 @@ def ddl(fact: FactByPartition) -> list[str]:
         f"{fact.event_ts} timestamptz NOT NULL",
         f"{D} int NOT NULL",
         *[f"{r.fact_column} int NOT NULL" for r in fact.references],
-        *[f"{m} {sql_type(fact.dtypes.get(m))} NOT NULL{_checks(fact, m)}" for m in fact.measures],
+        *[f"{m} {sql_type(fact.dtypes.get(m))}{'' if m in fact.nullable else ' NOT NULL'}"
+          f"{_checks(fact, m)}" for m in fact.measures],
         f"{fact.version} timestamptz NOT NULL",
         "run_id bigint",
         # the source that delivered the line (its name in the configuration, `files` for
@@ -149,6 +150,7 @@ def write(cur, run, fact: FactByPartition, h: Handoff, settings) -> None:
     stored_days = None
     if lines is not None and lines.height:
         stored_days = _load(cur, run, fact, lines, h, settings, had_lines)
+        counts.unmatched += _unmatched(cur, fact, run.run_id)
     docs = ([x.documents.with_columns(source=pl.lit(x.source)) for x in h.pulls
              if x.documents.height] if fact.document else [])
     if docs and had_lines:  # (else every stored line is one the run carried)
@@ -182,6 +184,18 @@ def write(cur, run, fact: FactByPartition, h: Handoff, settings) -> None:
         keys = h.changed_in_place.get(ref.dimension.name)
         if keys is not None and keys.len():
             _touch_lines_of(cur, fact, ref.fact_column, keys, run.run_id)
+
+
+def _unmatched(cur, fact: FactByPartition, run_id: int) -> int:
+    """The lines this run wrote whose links name no row (a NULL one included)."""
+    if not fact.links:
+        return 0
+    misses = " OR ".join(
+        f"f.{c} IS NULL OR NOT EXISTS (SELECT 1 FROM {target.rsplit('.', 1)[0]} t "
+        f"WHERE t.{target.rsplit('.', 1)[1]} = f.{c})" for c, target in fact.links.items())
+    cur.execute(f"SELECT count(*) FROM {fact.table} f WHERE f.run_id = {int(run_id)} "
+                f"AND ({misses})")
+    return cur.fetchone()[0]
 
 
 def _touch_lines_of(cur, fact: FactByPartition, column: str, keys: pl.Series,

@@ -17,6 +17,7 @@ class Handoff:
     dates: DimensionDate | None  # the project's date dimension: facts grow it
     origins: list[tuple[int, str]]  # (first file number, source name): see extract/sources.extract_all
     pulls: list  # [extract.oltp.OltpExtract]: what the database sources said beyond rows
+    apis: list = field(default_factory=list)  # [extract.http.ApiExtract]: their watermarks
     rejects: list[pl.DataFrame] = field(default_factory=list)  # [entity, file, line, rules, row]
     # prepare
     incoming: dict[str, pl.DataFrame] = field(default_factory=dict)  # dimension -> versions

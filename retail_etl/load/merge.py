@@ -109,9 +109,8 @@ def stored_lines(cur, fact: FactByPartition, rows: pl.DataFrame, columns: list[s
                 f"SELECT {select} FROM {fact.table} f JOIN {stg}_chunk_keys k "
                 f"USING ({', '.join(nk)})")
     return pl.from_arrow(cur.fetch_arrow_table()).with_columns(
-        *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns],
-        pl.col(pl.Datetime).dt.convert_time_zone("UTC"),
-    )
+        pl.col(pl.Datetime).dt.convert_time_zone("UTC")).with_columns(
+        *[pl.col(c).cast(t) for c, t in dtypes.items() if c in columns])
 
 
 # probe month by month only when at most this share of the months' key ranges overlap

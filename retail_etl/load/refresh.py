@@ -45,7 +45,8 @@ def pending(cur) -> bool:
     """Days changed since the last refresh, a mart never filled, or a failed refresh."""
     cur.execute("SELECT coalesce((SELECT refreshed_at IS NULL OR error IS NOT NULL "
                 "FROM etl.mart_refresh WHERE view_name = 'mart'), true) "
-                "OR EXISTS (SELECT 1 FROM etl.touched_days)")
+                "OR EXISTS (SELECT 1 FROM etl.touched_days WHERE fact = $1)",
+                parameters=(FACT,))
     return bool(cur.fetchone()[0])
 
 
@@ -109,6 +110,8 @@ def _refresh(cur, advance, full: bool) -> list[Refreshed]:
     cur.execute("DELETE FROM etl.touched_days WHERE fact = $1 RETURNING date_key",
                 parameters=(FACT,))
     days = {int(d) for d, in cur.fetchall()}
+    # (the other facts' days: no mart table is computed from them day by day)
+    cur.execute("DELETE FROM etl.touched_days WHERE fact <> $1", parameters=(FACT,))
     if whole:
         cur.execute(f"TRUNCATE {', '.join(TABLES)}")
         cur.execute("SELECT date_key FROM dw.dim_date")

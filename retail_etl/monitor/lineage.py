@@ -38,6 +38,9 @@ def inputs(read: list[dict]) -> list[dict]:
     for d in read:
         if d["kind"] == "file":
             ns, name = "file", d["name"]
+        elif d["kind"] == "api":  # the API's origin, then its path
+            u = urlparse(d["name"])
+            ns, name = f"{u.scheme}://{u.netloc}", u.path
         else:
             ns, db = _pg_namespace(d["dsn"])
             name = f"{db}.{d['name'] if '.' in d['name'] else 'public.' + d['name']}"

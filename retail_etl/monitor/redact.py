@@ -19,7 +19,8 @@ def secrets(settings: Settings) -> list[str]:
             u = urlparse(url)
             found += [v for v in (u.password, u.path if url == settings.notify.webhook_url
                                   else None) if v and len(v) > 3]
-    found += [t for s in settings.sources.values() if (t := getattr(s, "token", None))]
+    found += [t.get_secret_value() for s in settings.sources.values()
+              if (t := getattr(s, "token", None)) and t.get_secret_value()]
     return sorted(set(found), key=len, reverse=True)
 
 

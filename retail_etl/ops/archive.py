@@ -111,16 +111,22 @@ def _measure_sql(fact: FactByPartition, cols: list[Col], source: str, duck: bool
     key = " || '|' || ".join(f"{k}::{txt}" for k in fact.natural_key)
     # (no coalesce: an empty month's NULL sums read the same in both; the key's range in
     # byte order, as DuckDB compares)
-    sums = "".join(f", sum({m})::{txt}" for m in fact.measures)
+    sums = "".join(f", sum({m})::{txt}" for m in _summable(fact))
     c = "" if duck else ' COLLATE "C"'
     return (f"SELECT count(*), sum({h})::{txt}, min(k{c}), max(k{c}){sums} FROM "
             f"(SELECT {row} AS r, {key} AS k, * FROM {source}) x")
 
 
+def _summable(fact: FactByPartition) -> list[str]:
+    """The measures that add up (numbers, not a status or an id)."""
+    return [m for m in fact.measures if fact.dtypes.get(m) is not None
+            and (fact.dtypes[m].is_numeric() or isinstance(fact.dtypes[m], pl.Decimal))]
+
+
 def _figures(fact: FactByPartition, values: tuple) -> dict:
     n, checksum, lo, hi, *sums = values
     return {"rows": int(n), "checksum": str(checksum), "key_range": [lo, hi],
-            "sums": dict(zip(fact.measures, (str(s) for s in sums), strict=True))}
+            "sums": dict(zip(_summable(fact), (str(s) for s in sums), strict=True))}
 
 
 def measure_pg(cur, fact: FactByPartition, cols: list[Col], table: str) -> dict:

@@ -84,6 +84,9 @@ def _column(col: Column, window: Window) -> tuple[pl.Expr, list[tuple[str, pl.Ex
         rules.append((f"{col.name}:below_{col.min}", parsed < col.min))
     if col.nonzero:
         rules.append((f"{col.name}:zero", parsed == 0))
+    if col.choices is not None:
+        rules.append((f"{col.name}:unknown", parsed.is_not_null()
+                      & ~parsed.is_in(list(col.choices))))
     if col.plausible and col.kind == "timestamp":
         rules.append((f"{col.name}:outside_window",
                       (parsed < window.start) | (parsed > window.end)))
