@@ -227,11 +227,14 @@ def _load(cur, run, fact: FactByPartition, lines: FactInput, h: Handoff, setting
                         settings.fiscal_year_start_month, run.run_id)
     existing = partitions.existing_partitions(cur, fact.table)
     if settings.copy_streams and any(f"{fact.table}_{m}" not in existing for m in months):
-        run.built_aside = True
         builds = partitions.Builders(
             lambda: connect(run.dsn), fact.table, fact.date_key,
             partitions.index_definitions(cur, fact.table),
-            settings.copy_streams, max_rows=settings.fact_chunk_rows)
+            settings.copy_streams, max_rows=settings.fact_chunk_rows,
+            # (the run's first: a second fact's builds share the schema, whose moved-out
+            # months this run's transaction holds locked)
+            leftovers=not run.built_aside)
+        run.built_aside = True
     else:
         builds = partitions.LocalBuilds(cur, fact.table, fact.date_key)
     failed = True

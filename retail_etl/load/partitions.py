@@ -123,13 +123,13 @@ class Builders:
     (with wal_level=minimal its data skips the WAL) in schema etl_build; once `finish`ed and
     built, the run's transaction moves it into place and attaches it: catalogue work only.
     Until the run commits nobody sees those months in the warehouse; a failed or killed run
-    leaves them in etl_build, dropped by the next run that builds (under the warehouse
-    lock, so no other run is using them)."""
+    leaves them in etl_build, dropped by the next run's first builds (under the warehouse
+    lock, so no other run is using them; `leftovers`)."""
 
     analyses = True
 
     def __init__(self, connect, table: str, column: str, indexes: list[tuple[str, str]],
-                 streams: int, max_rows: int):
+                 streams: int, max_rows: int, leftovers: bool = True):
         self.table, self.indexes, self.max_rows = table, indexes, max_rows
         self.column = column  # the partition column (a date key)
         self._connect, self._local, self._conns = connect, threading.local(), []
@@ -140,9 +140,10 @@ class Builders:
         self.timings: list[dict] = []  # per month, for the profile
         conn = connect()
         try:
-            with conn.cursor() as cur:  # leftovers of a failed run go first
-                cur.execute(f"DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE")
-                cur.execute(f"CREATE SCHEMA {BUILD_SCHEMA}")
+            with conn.cursor() as cur:
+                if leftovers:  # a failed run's go first (once a run: see fact_by_partition)
+                    cur.execute(f"DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE")
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {BUILD_SCHEMA}")
             conn.commit()
         finally:
             conn.close()
