@@ -230,18 +230,32 @@ def generate(
     oltp_dsn: Annotated[str | None, typer.Option(
         "--oltp-dsn", help="With --oltp: a DSN instead of the local cluster's database.",
         show_default=False)] = None,
+    api: Annotated[bool, typer.Option(
+        "--api", help="Write a payments and shipping history (charges.json, events.json, "
+        "trackers.json) for the orders of --from DIR (a drop) or of the warehouse (--dsn).")] = False,
+    from_dir: Annotated[Path | None, typer.Option(
+        "--from", help="With --api: the drop whose sales are paid and shipped.",
+        show_default=False)] = None,
+    dsn: DsnOpt = None,
 ) -> None:
-    """Generate synthetic file drops, or an operational shop database.
+    """Generate synthetic drops, a shop database, or API histories.
 
     Generate deterministic synthetic drops in the contract's format, with dirt at known
     rates; or, with --oltp, an operational shop database (products, customers, stores,
-    orders, order_items), and with --mutate one business day of changes to it.
+    orders, order_items), and with --mutate one business day of changes to it; or, with
+    --api, what the payments and shipping APIs would hold for a drop's (or the warehouse's)
+    orders: most paid, some failed, some refunded, most shipped, a few lost, 2% of the
+    charges for order ids the sales lack (the fake servers of `retail-etl demo` serve it).
 
     Example:
         retail-etl generate --out data/raw --lines 1000000 --drops 3 --seed 7
         retail-etl generate --oltp --lines 1000000
         retail-etl generate --oltp --mutate --seed 2
+        retail-etl generate --api --from data/raw/drop_001 --out data/api
     """
+    if api:
+        _generate_api(out, from_dir, dsn, seed)
+        return
     if not oltp:
         if mutate:
             raise typer.BadParameter("--mutate needs --oltp")
@@ -265,6 +279,25 @@ def generate(
                  + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
+def _generate_api(out: Path | None, from_dir: Path | None, dsn: str | None, seed: int) -> None:
+    from retail_etl import queries
+    from retail_etl.generate import api
+
+    if out is None:
+        raise UsageError("--out is required with --api", hint="e.g. --out data/api")
+    if from_dir is not None and not from_dir.is_dir():
+        raise UsageError(f"--from {from_dir}: no such directory")
+    try:
+        orders = api.read_orders(from_dir) if from_dir else queries.orders(_dsn(dsn))
+    except FileNotFoundError as e:
+        raise UsageError(f"--from: {e}") from None
+    made = api.history(orders, seed)
+    paths = api.write(made, out)
+    console.info(f"{orders.height:,} orders: {len(made['charges']):,} charges, "
+                 f"{len(made['events']):,} events, {len(made['trackers']):,} trackers in "
+                 + ", ".join(str(p) for p in paths))
+
+
 def _local_database(name: str, create: bool) -> str:
     """The local cluster's database `name` (created if asked and missing)."""
     from retail_etl.db.cluster import Cluster
@@ -283,12 +316,13 @@ def demo(
     lines: Annotated[int, typer.Option(min=1000, help="Sales lines to generate.")] = 200_000,
     drops: Annotated[int, typer.Option(min=1, help="Drops to load one after the other.")] = 3,
 ) -> None:
-    """The whole story on generated data: drops, a shop, a day later.
+    """The whole story on generated data: drops, a shop, its payments.
 
     Start the local cluster; generate a few drops and an operational shop database
     (retail_oltp); load the drops in order, the last one together with the shop in one run
-    (the sources of retail_etl.toml), then a business day of changes; show monthly revenue
-    by category.
+    (the sources of retail_etl.toml), then a business day of changes; then the last
+    quarter's payments and parcels from fake payments and shipping APIs on loopback and
+    their reconciliation with the sales; show monthly revenue by category.
 
     Example:
         retail-etl demo --lines 200000 --drops 3

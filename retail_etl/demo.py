@@ -1,19 +1,22 @@
 """The demo's story (`retail-etl demo`): a few generated drops loaded in order, the last one
 together with a generated shop database in one run, then a business day of the shop's
-changes, and the monthly revenue by category. The shop runs on a fixed business clock, so
+changes, the payments and parcels of the last quarter's orders from the (fake) payments and
+shipping APIs, and the monthly revenue by category. The shop runs on a fixed business clock, so
 the same seed gives the same warehouse and KPIs on any date."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from retail_etl import queries, report
-from retail_etl.config import FilesSource, PostgresSource, Settings
+from retail_etl.config import FilesSource, HttpSource, PostgresSource, Settings
 from retail_etl.db.connect import resolve_dsn
+from retail_etl.fakeapi import FakeApi
 from retail_etl.flow import load, load_drop
+from retail_etl.generate import api as api_history
 from retail_etl.generate.drops import describe, generate_drops
 from retail_etl.generate.oltp import create_oltp, mutate_day
 from retail_etl.run import Run
@@ -46,8 +49,39 @@ def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database:
     say("a business day later, the shop's changes only:")
     shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
     say(summary(load(project, settings, shops)))
+    api_chapter(project, settings, say, summary)
     page = settings.data_dir / "reports" / "demo.html"
     report.write(resolve_dsn(settings), page, None, None)
     say(f"report: {page} (the last month against the one before; open it in a browser, or "
         "`retail-etl report --from YYYY-MM --to YYYY-MM --out FILE`)")
     return queries.kpi_monthly_revenue(resolve_dsn(settings))
+
+
+DEMO_KEY = "sk_test_demo_only"  # the fake servers' key: not a secret
+
+
+def api_chapter(project: Project, settings: Settings, say: Callable[[str], None],
+                summary: Callable[[Run], str]) -> None:
+    """The warehouse's orders paid and shipped: a history generated for them, served by the
+    fake payments and shipping APIs on loopback, loaded as two more sources; then what the
+    reconciliation says."""
+    dsn = resolve_dsn(settings)
+    # the providers went live in the last quarter: a short history keeps the demo quick
+    orders = queries.orders(dsn).filter(pl.col("order_ts") >= CLOCK - timedelta(days=92))
+    made = api_history.history(orders, SEED, now=CLOCK)
+    with (FakeApi(made["charges"], made["events"], token=DEMO_KEY) as pay,
+          FakeApi(trackers=made["trackers"], token=DEMO_KEY) as ship):
+        sources = {"payments": HttpSource(kind="http", api="payments", base_url=pay.base_url,
+                                          token=DEMO_KEY),
+                   "shipping": HttpSource(kind="http", api="shipping", base_url=ship.base_url,
+                                          token=DEMO_KEY)}
+        say(f"the payments and shipping APIs for the last quarter's orders (fakes on "
+            f"loopback: {len(made['charges']):,} "
+            f"charges, {len(made['events']):,} events, {len(made['trackers']):,} parcels):")
+        say(summary(load(project, settings, sources)))
+    r = queries.reconciliation(dsn).row(0, named=True)
+    say(f"reconciliation (mart.payment_reconciliation_daily): revenue {r['revenue']}, "
+        f"captured {r['captured']}, refunded {r['refunded']}, difference {r['difference']} "
+        f"over {r['orders_differing']:,} orders (mart.payment_differences); "
+        f"{r['paid_not_shipped']:,} paid but not shipped; {r['avg_hours_to_ship']} h to ship "
+        "on average")

@@ -109,3 +109,25 @@ def watermarks(dsn: str) -> pl.DataFrame:
             return pl.from_arrow(cur.fetch_arrow_table())
     finally:
         conn.close()
+
+
+def orders(dsn: str) -> pl.DataFrame:
+    """order_id, order_ts, revenue per order of fact_sales (what the API generator pays and
+    ships: `generate --api --dsn`, the demo)."""
+    # (numeric as text: ADBC hands it over as an extension type Polars does not cast)
+    return _frame(dsn, "SELECT order_id, min(order_ts) AS order_ts, "
+                       "sum(total_amount)::text AS revenue "
+                       "FROM dw.fact_sales GROUP BY order_id ORDER BY 2, 1").with_columns(
+        pl.col("revenue").cast(pl.Decimal(22, 2)))
+
+
+def reconciliation(dsn: str) -> pl.DataFrame:
+    """All days of mart.payment_reconciliation_daily in one row (orders for unknown ids
+    included), and the payment and parcel counts behind it."""
+    return _frame(dsn, """
+        SELECT sum(orders)::bigint AS orders, sum(revenue) AS revenue, sum(captured) AS captured,
+               sum(refunded) AS refunded, sum(difference) AS difference,
+               sum(orders_differing)::bigint AS orders_differing,
+               (SELECT count(*) FROM mart.orders_paid_not_shipped) AS paid_not_shipped,
+               (SELECT round(avg(hours_to_ship), 1) FROM mart.order_milestones) AS avg_hours_to_ship
+        FROM mart.payment_reconciliation_daily""")

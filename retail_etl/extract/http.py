@@ -180,32 +180,38 @@ class Page:
     objects: list  # the page's objects as parsed (for the cursor and the fallback)
 
 
-def stripe_pages(client: Client, path: str, params: dict, seen: list[int]) -> Iterator[Page]:
-    """A Stripe list, newest first, to its end (starting_after = the last id)."""
-    after = None
-    while True:
-        q = {**params, "limit": client.cfg.page_size, **({"starting_after": after} if after else {})}
-        body, doc = client.get(path, q)
-        _count(client, seen)
-        data = doc.get("data") or []
-        yield Page(body, data)
-        if not doc.get("has_more") or not data:
-            return
-        after = data[-1].get("id")
+@dataclass(frozen=True)
+class Paging:
+    """How a list pages, newest first: its page-size parameter and its cursor, the last id
+    of the page before (Stripe: limit, starting_after; EasyPost: page_size, before_id)."""
+
+    size: str
+    cursor: str
 
 
-def easypost_pages(client: Client, path: str, params: dict, seen: list[int]) -> Iterator[Page]:
-    """EasyPost trackers, newest first, to the end (before_id = the last id)."""
-    before = None
+STRIPE, EASYPOST = Paging("limit", "starting_after"), Paging("page_size", "before_id")
+
+
+def pages(client: Client, path: str, paging: Paging, key: str, params: dict,
+          seen: list[int]) -> Iterator[Page]:
+    """A list to its end; a page that is no list page (not an object with a `key` list)
+    fails the run, naming it."""
+    cursor = None
     while True:
-        q = {**params, "page_size": client.cfg.page_size, **({"before_id": before} if before else {})}
+        q = {**params, paging.size: client.cfg.page_size, **({paging.cursor: cursor} if cursor else {})}
         body, doc = client.get(path, q)
         _count(client, seen)
-        data = doc.get("trackers") or []
-        yield Page(body, data)
+        data = doc.get(key) if isinstance(doc, dict) else None
+        if not isinstance(data, list | None):
+            raise ApiError(f"source {client.name}: GET {path} answered JSON without a "
+                           f"`{key}` list (not a list page)")
+        yield Page(body, data or [])
         if not doc.get("has_more") or not data:
             return
-        before = data[-1].get("id")
+        cursor = data[-1].get("id") if isinstance(data[-1], dict) else None
+        if not cursor:
+            raise ApiError(f"source {client.name}: GET {path}: the page's last object has "
+                           "no id to page on from")
 
 
 def _count(client: Client, seen: list[int]) -> None:
@@ -284,7 +290,7 @@ class Endpoint:
     entity: str
     mark: str  # its watermark's name in etl.watermarks
     path: str
-    pages: object  # stripe_pages | easypost_pages
+    paging: Paging
     key: str  # the list's field in a page: data, trackers
     dtype: pl.DataType  # one object, every leaf as text
     columns: object  # (object struct expr) -> the entity's columns
@@ -294,16 +300,16 @@ class Endpoint:
 
 ENDPOINTS = {
     "payments": (
-        Endpoint("payments", "charges", "/v1/charges", stripe_pages, "data", CHARGE,
+        Endpoint("payments", "charges", "/v1/charges", STRIPE, "data", CHARGE,
                  lambda o: flatten_charges(o), "created_ts",
                  lambda t: {"created[gte]": int(t.timestamp())} if t else {}),
-        Endpoint("payments", "events", "/v1/events", stripe_pages, "data", EVENT,
+        Endpoint("payments", "events", "/v1/events", STRIPE, "data", EVENT,
                  lambda o: flatten_charges(o.struct.field("data").struct.field("object"),
                                            _epoch(o.struct.field("created"))), "version_ts",
                  lambda t: {"type": "charge.*", **({"created[gte]": int(t.timestamp())} if t else {})}),
     ),
     "shipping": (
-        Endpoint("shipments", "trackers", "/v2/trackers", easypost_pages, "trackers", TRACKER,
+        Endpoint("shipments", "trackers", "/v2/trackers", EASYPOST, "trackers", TRACKER,
                  flatten_trackers, "updated_ts",
                  lambda t: {"start_datetime": t.strftime("%Y-%m-%dT%H:%M:%SZ")} if t else {}),
     ),
@@ -392,7 +398,7 @@ def _read(client: Client, ep: Endpoint, ex: Extracted, since: datetime | None,
         ex.rows += df.height
         return file_no + 1, line + df.height
 
-    for i, page in enumerate(ep.pages(client, ep.path, ep.since(since), seen)):
+    for i, page in enumerate(pages(client, ep.path, ep.paging, ep.key, ep.since(since), seen)):
         (raw_dir / f"{ep.mark}_{i:06d}.json").write_text(page.body)
         df, unreadable = _flatten(ep, ex.entity, page)
         if unreadable:

@@ -239,3 +239,42 @@ def test_sales_reconciled_with_payments_and_the_order_snapshot_follows_its_miles
         assert rows(dsn, snapshot) == [("delivered", "3.00", "23.00", "48.00")]
     assert rows(dsn, "SELECT order_id FROM mart.orders_paid_not_shipped ORDER BY 1") == [
         ("O-2",), ("O-99",)]
+
+
+def test_both_apis_in_one_run_build_their_new_months_side_by_side(dsn, pay):
+    """Two facts building new months aside in one run: the second's builds must not wait on
+    the months the first moved into place (a self-deadlock once)."""
+    with FakeApi(trackers=[tracker(i) for i in range(5)], token=KEY) as ship:
+        r = cli("load", "--source", "pay", "--source", "ship", "--dsn", dsn,
+                **env(pay), **env(ship, "ship", "shipping"))
+        assert r.exit_code == 0, r.output
+    assert rows(dsn, "SELECT (SELECT count(*) FROM dw.fact_payments) AS p, "
+                     "(SELECT count(*) FROM dw.fact_shipments) AS s") == [(30, 5)]
+
+
+def test_generate_api_pays_and_ships_a_drops_orders_and_the_fakes_serve_it(dsn, tmp_path):
+    drop, out = tmp_path / "raw", tmp_path / "api"
+    assert cli("generate", "--out", str(drop), "--lines", "3000", "--clean").exit_code == 0
+    made = cli("generate", "--api", "--from", str(drop / "drop_001"), "--out", str(out))
+    assert made.exit_code == 0, made.output
+    from retail_etl.generate import api
+
+    history = api.load(out)
+    orders = api.read_orders(drop / "drop_001")
+    assert f"{orders.height:,} orders: {len(history['charges']):,} charges" in made.output
+    paid = {c["metadata"]["order_id"] for c in history["charges"]}
+    known = set(orders["order_id"])
+    assert len(paid & known) > 0.9 * len(known)  # most orders have a charge
+    assert 0 < len(paid - known) < 0.05 * len(paid)  # a few for orders the sales lack
+    # served by the fake and loaded: every charge lands, its order known or not
+    with FakeApi(history["charges"], history["events"], token=KEY) as api_:
+        r = load(dsn, api_)
+        assert r.exit_code == 0, r.output
+    assert rows(dsn, "SELECT count(*) FROM dw.fact_payments") == [(len(history["charges"]),)]
+    assert last_counts(dsn)["unmatched"] == len(history["charges"])  # (no sales loaded here)
+
+    # the warehouse's orders (--dsn) in place of a drop's; and the mistakes, one line each
+    assert cli("generate", "--api", "--dsn", dsn, "--out", str(out)).exit_code == 0
+    assert "--out" in error_line(cli("generate", "--api", "--from", str(drop)), 2)
+    assert "no sales" in error_line(
+        cli("generate", "--api", "--from", str(tmp_path), "--out", str(out)), 2)

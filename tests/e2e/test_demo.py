@@ -19,12 +19,18 @@ def test_two_demos_give_the_same_kpis_whatever_the_date(cluster, tmp_path):
                 "drops": FilesSource(kind="files", dir=tmp_path / "raw" / "drop_003")})
             said: list[str] = []
             tables.append(run_demo(PROJECT, settings, shop, "shop", 3000, 2, said.append,
-                                   lambda run: f"run ok: {run.counts['sales'].read} sales read"))
+                                   lambda run: "run ok: " + ", ".join(
+                                       f"{c.read} {c.entity} read" for c in run.counts.values()
+                                       if c.read)))
             told.append(said)
     first, second = tables
     assert first.height > 0 and first.equals(second)
     # (the first line names the directory and its time, the last the report's path)
     assert told[0][1:-1] == told[1][1:-1]
+    # then the payments and parcels of those orders, from the fake APIs, and the reconciliation
+    story = "\n".join(told[0])
+    assert "payments read" in story and "shipments read" in story
+    assert "reconciliation (mart.payment_reconciliation_daily): revenue " in story
     # the shop's business ends with the drops' (2024), not today's month
     assert first.select("year").max().item() == 2024
     # it ends with the report (issue 19), the same figures both times
