@@ -11,6 +11,13 @@ Order of checks per request: the `fail_next` queue, then the random faults, then
 (404), then the key (401), then the answer. The trackers' start_datetime/end_datetime filter
 on `updated_at` (the real API filters on created_at): incremental reads then see status
 changes of old trackers, which is what a sync needs.
+
+Each list is sorted (newest first) once and kept with an id -> position index, so a page
+costs its own objects, not a sort and a scan of the whole list (benchmarks/api.py serves a
+million charges). The sorted view is rebuilt when the list is another object, changes
+length, or a mutator ran; the views hold the same dicts, so a status or refund changed in
+place shows at once. Editing an object's id or created/created_at in place, or replacing
+a list item, without a mutator is not seen: assign a new list instead.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ class FakeApi:
         self._random = random.Random(seed)
         self._lock = threading.RLock()
         self._event_counter = 0
+        # kind -> (stamp, newest first, id -> first position in it); kind -> (stamp, id -> object)
+        self._views: dict[str, tuple[tuple, list[dict], dict]] = {}
+        self._ids: dict[str, tuple[tuple, dict]] = {}
+        self._versions = {"charges": 0, "events": 0, "trackers": 0}  # bumped by the mutators
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -114,6 +125,7 @@ class FakeApi:
         """Append the charge and an event of event_type at its `created`; the event."""
         with self._lock:
             self.charges.append(copy.deepcopy(charge))
+            self._changed("charges")
             return self._add_event(event_type, charge["created"], charge)
 
     def refund(self, charge_id: str, amount_cents: int, at: int) -> dict:
@@ -141,20 +153,21 @@ class FakeApi:
     def add_tracker(self, tracker: dict) -> None:
         with self._lock:
             self.trackers.append(copy.deepcopy(tracker))
+            self._changed("trackers")
 
     def update_tracker(self, tracker_id: str, status: str, at_iso: str) -> None:
         """The tracker moves to `status` at at_iso (updated_at, and a tracking detail)."""
         with self._lock:
-            tracker = next((t for t in self.trackers if t["id"] == tracker_id), None)
+            tracker = self._by_id("trackers").get(tracker_id)
             if tracker is None:
                 raise KeyError(tracker_id)
-            tracker["status"] = status
+            tracker["status"] = status  # (updated_at is a filter, not the order: no re-sort)
             tracker["updated_at"] = at_iso
             tracker.setdefault("tracking_details", []).append(
                 {"status": status, "datetime": at_iso})
 
     def _charge(self, charge_id: str) -> dict:
-        charge = next((c for c in self.charges if c["id"] == charge_id), None)
+        charge = self._by_id("charges").get(charge_id)
         if charge is None:
             raise KeyError(charge_id)
         return charge
@@ -165,7 +178,41 @@ class FakeApi:
                  "type": event_type, "created": at,
                  "data": {"object": copy.deepcopy(charge)}}  # the charge as it is now
         self.events.append(event)
+        self._changed("events")
         return copy.deepcopy(event)
+
+    # -- the sorted views (under the lock) --------------------------------------------------
+
+    def _changed(self, kind: str) -> None:
+        self._versions[kind] += 1
+
+    def _stamp(self, kind: str) -> tuple:
+        items = getattr(self, kind)
+        return id(items), len(items), self._versions[kind]
+
+    def _by_id(self, kind: str) -> dict:
+        """id -> the first object of the list with it (list order, as a scan finds it)."""
+        stamp = self._stamp(kind)
+        cached = self._ids.get(kind)
+        if cached is None or cached[0] != stamp:
+            index: dict = {}
+            for o in getattr(self, kind):
+                index.setdefault(o.get("id"), o)
+            cached = self._ids[kind] = (stamp, index)
+        return cached[1]
+
+    def _view(self, kind: str, key) -> tuple[list[dict], dict]:
+        """The list sorted by key, newest first, and id -> its first position there; built
+        again only when _stamp changed (a key that raises builds nothing, every time)."""
+        stamp = self._stamp(kind)
+        cached = self._views.get(kind)
+        if cached is None or cached[0] != stamp:
+            ordered = sorted(getattr(self, kind), key=key, reverse=True)
+            positions: dict = {}
+            for i, o in enumerate(ordered):
+                positions.setdefault(o["id"], i)
+            cached = self._views[kind] = (stamp, ordered, positions)
+        return cached[1], cached[2]
 
     # -- serving (called from the handler threads) ------------------------------------------
 
@@ -204,13 +251,15 @@ class FakeApi:
 
     def _stripe_page(self, path: str, query: dict[str, str]) -> dict:
         kind = STRIPE_LIST_PATHS[path]
-        items = sorted(getattr(self, kind), key=lambda o: (_created(o), o["id"]), reverse=True)
+        items, positions = self._view(kind, lambda o: (_created(o), o["id"]))
         limit = _int_param(query, "limit", STRIPE_DEFAULT_LIMIT, self.max_page_size)
-        bounds = []
+        bounds, floors = [], []  # floors: the lower bounds, as the least `created` kept
         for op, test in CREATED_FILTERS.items():
             name = f"created[{op}]"
             if name in query:
                 bounds.append((test, _int_param(query, name, None, None, minimum=None)))
+                if op in ("gte", "gt"):
+                    floors.append(bounds[-1][1] + (op == "gt"))
         wanted_type = query.get("type")
 
         def keep(o: dict) -> bool:
@@ -222,13 +271,16 @@ class FakeApi:
                 return o["type"].startswith(wanted_type[:-1])
             return o["type"] == wanted_type
 
-        rest = _after(items, query.get("starting_after"), "starting_after", kind[:-1])
-        page, has_more = _take(rest, keep, limit)
+        # newest first: past the strictest lower bound on created, nothing more can match
+        floor = max(floors) if floors else None
+        first = _after(positions, query.get("starting_after"), "starting_after", kind[:-1])
+        page, has_more = _take(items, first, keep, limit,
+                               None if floor is None else lambda o: _created(o) < floor)
         return {"object": "list", "url": path, "data": page, "has_more": has_more}
 
     def _trackers_page(self, query: dict[str, str]) -> dict:
-        items = sorted(self.trackers, key=lambda t: (_iso(t["created_at"], "created_at"),
-                                                     t["id"]), reverse=True)
+        items, positions = self._view("trackers", lambda t: (
+            _iso(t["created_at"], "created_at"), t["id"]))
         page_size = _int_param(query, "page_size", TRACKERS_DEFAULT_PAGE_SIZE,
                                self.max_page_size)
         start = _iso(query["start_datetime"], "start_datetime") if "start_datetime" in query \
@@ -239,8 +291,8 @@ class FakeApi:
             updated = _iso(t["updated_at"], "updated_at")
             return (start is None or updated >= start) and (end is None or updated < end)
 
-        rest = _after(items, query.get("before_id"), "before_id", "tracker")
-        page, has_more = _take(rest, keep, page_size)
+        first = _after(positions, query.get("before_id"), "before_id", "tracker")
+        page, has_more = _take(items, first, keep, page_size)
         return {"trackers": page, "has_more": has_more}
 
     def _auth_ok(self, path: str, header: str | None) -> bool:
@@ -278,21 +330,27 @@ def _iso(value: str, name: str) -> datetime:
         raise _BadRequest(f"Invalid datetime for {name}: {value!r}", name) from None
 
 
-def _after(items: list[dict], cursor: str | None, param: str, noun: str) -> list[dict]:
-    """The items after the one with id `cursor` (all of them without a cursor); the cursor
-    is looked up before any filter, so a filtered-out object still works as one."""
+def _after(positions: dict, cursor: str | None, param: str, noun: str) -> int:
+    """Where the items after the one with id `cursor` begin (0 without a cursor), from the
+    view's id -> position; the cursor is looked up before any filter, so a filtered-out
+    object still works as one."""
     if cursor is None:
-        return items
-    for i, o in enumerate(items):
-        if o["id"] == cursor:
-            return items[i + 1:]
-    raise _BadRequest(f"No such {noun}: '{cursor}'", param)
+        return 0
+    i = positions.get(cursor)
+    if i is None:
+        raise _BadRequest(f"No such {noun}: '{cursor}'", param)
+    return i + 1
 
 
-def _take(items: list[dict], keep, limit: int) -> tuple[list[dict], bool]:
-    """The first `limit` items that `keep` accepts, and whether there are more."""
+def _take(items: list[dict], start: int, keep, limit: int,
+          past=None) -> tuple[list[dict], bool]:
+    """The first `limit` items from `start` on that `keep` accepts, and whether there are
+    more; `past(o)` true means neither o nor any item after it can be kept."""
     page: list[dict] = []
-    for o in items:
+    for i in range(start, len(items)):
+        o = items[i]
+        if past is not None and past(o):
+            break
         if keep(o):
             if len(page) == limit:
                 return page, True
