@@ -367,6 +367,7 @@ def extract_api(name: str, cfg: HttpSource, entities: dict[str, Entity], marks: 
             old = None if full else marks.get(ep.mark)
             since = (datetime.fromtimestamp(old.ts.timestamp() - cfg.lag, UTC)
                      if old is not None else None)
+            waited, before = client.seconds, ex.rows
             file_no, newest, pages = _read(client, ep, ex, since, stage_dir, file_no,
                                            raw_dir, f"{name}:{ep.path}")
             out.pages += pages
@@ -375,7 +376,8 @@ def extract_api(name: str, cfg: HttpSource, entities: dict[str, Entity], marks: 
             if newest is not None:
                 out.marks.append(Mark(ep.mark, newest, []))
             log.log.info("api_read", source=name, endpoint=ep.path, pages=pages,
-                         rows=ex.rows, since=since.isoformat() if since else None)
+                         rows=ex.rows - before, since=since.isoformat() if since else None,
+                         http_seconds=round(client.seconds - waited, 3))
     finally:
         out.http_seconds = client.seconds
         client.close()
