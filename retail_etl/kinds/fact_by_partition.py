@@ -191,8 +191,8 @@ def _unmatched(cur, fact: FactByPartition, run_id: int) -> int:
     if not fact.links:
         return 0
     misses = " OR ".join(
-        f"f.{c} IS NULL OR NOT EXISTS (SELECT 1 FROM {target.rsplit('.', 1)[0]} t "
-        f"WHERE t.{target.rsplit('.', 1)[1]} = f.{c})" for c, target in fact.links.items())
+        f"f.{c} IS NULL OR NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{column} = f.{c})"
+        for c, (table, column) in ((c, t.rsplit(".", 1)) for c, t in fact.links.items()))
     cur.execute(f"SELECT count(*) FROM {fact.table} f WHERE f.run_id = {int(run_id)} "
                 f"AND ({misses})")
     return cur.fetchone()[0]
