@@ -257,10 +257,14 @@ def load_settings(**flags: Any) -> Settings:
         return Settings(**given)
     except ValidationError as e:
         first = e.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
+        loc = [str(p) for p in first["loc"]]
+        if loc[0] == "sources" and len(loc) > 3 and loc[2] in ("files", "postgres", "http"):
+            del loc[2]  # (pydantic's tag of the source's kind: no part of the setting's name)
+        name = ".".join(loc)
+        flag = f"--{name.replace('_', '-')}, " if len(loc) == 1 else ""  # (flags: top level only)
         raise ConfigError(
             f"setting {name!r}: {first['msg']}",
-            hint=f"check --{name.replace('_', '-')}, RETAIL_ETL_{name.upper()} or {config_file()}",
+            hint=f"check {flag}RETAIL_ETL_{'__'.join(loc).upper()} or {config_file()}",
         ) from None
     except Exception as e:  # a malformed TOML file
         raise ConfigError(f"cannot read {config_file()}: {e}") from None

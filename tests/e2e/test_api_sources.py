@@ -278,3 +278,10 @@ def test_generate_api_pays_and_ships_a_drops_orders_and_the_fakes_serve_it(dsn, 
     assert "--out" in error_line(cli("generate", "--api", "--from", str(drop)), 2)
     assert "no sales" in error_line(
         cli("generate", "--api", "--from", str(tmp_path), "--out", str(out)), 2)
+
+
+def test_a_bad_api_setting_is_one_line_naming_it_and_its_variable(dsn, pay):
+    line = cli("load", "--source", "pay", "--dsn", dsn,
+               **env(pay, BASE_URL="ftp://x")).output
+    assert "Error: setting 'sources.pay.base_url': Value error, 'ftp://x' is not an http(s)" in line
+    assert "Hint: check RETAIL_ETL_SOURCES__PAY__BASE_URL or " in line
