@@ -56,7 +56,9 @@ def test_a_full_backup_restores_and_verifies_and_a_tampered_manifest_fails(tmp_p
         assert not any(KEY.encode() in p.read_bytes()
                        for p in (settings.backup_dir / repo).rglob("*") if p.is_file())
     _load(tmp_path, "b")
-    assert json.loads(cli("backup", "--json").stdout)["type"] == "incr"  # by the calendar
+    incr = cli("backup", "--json")
+    assert incr.exit_code == 0, incr.output  # (what went wrong, if it did)
+    assert json.loads(incr.stdout)["type"] == "incr"  # by the calendar
     listed = json.loads(cli("backups", "--json").stdout)
     assert [(b["repo"], b["type"]) for b in listed] == [
         ("repo1", "full"), ("repo1", "incr"), ("repo2", "full"), ("repo2", "incr")]
