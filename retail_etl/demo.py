@@ -67,7 +67,8 @@ def api_chapter(project: Project, settings: Settings, say: Callable[[str], None]
     reconciliation says."""
     dsn = resolve_dsn(settings)
     # the providers went live in the last quarter: a short history keeps the demo quick
-    orders = queries.orders(dsn).filter(pl.col("order_ts") >= CLOCK - timedelta(days=92))
+    since = CLOCK - timedelta(days=92)
+    orders = queries.orders(dsn).filter(pl.col("order_ts") >= since)
     made = api_history.history(orders, SEED, now=CLOCK)
     with (FakeApi(made["charges"], made["events"], token=DEMO_KEY) as pay,
           FakeApi(trackers=made["trackers"], token=DEMO_KEY) as ship):
@@ -79,8 +80,8 @@ def api_chapter(project: Project, settings: Settings, say: Callable[[str], None]
             f"loopback: {len(made['charges']):,} "
             f"charges, {len(made['events']):,} events, {len(made['trackers']):,} parcels):")
         say(summary(load(project, settings, sources)))
-    r = queries.reconciliation(dsn).row(0, named=True)
-    say(f"reconciliation (mart.payment_reconciliation_daily): revenue {r['revenue']}, "
+    r = queries.reconciliation(dsn, since.date()).row(0, named=True)
+    say(f"the quarter's reconciliation (mart.payment_reconciliation_daily): revenue {r['revenue']}, "
         f"captured {r['captured']}, refunded {r['refunded']}, difference {r['difference']} "
         f"over {r['orders_differing']:,} orders (mart.payment_differences); "
         f"{r['paid_not_shipped']:,} paid but not shipped; {r['avg_hours_to_ship']} h to ship "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import polars as pl
 
 from retail_etl.db.connect import connect, redact
@@ -121,13 +123,14 @@ def orders(dsn: str) -> pl.DataFrame:
         pl.col("revenue").cast(pl.Decimal(22, 2)))
 
 
-def reconciliation(dsn: str) -> pl.DataFrame:
-    """All days of mart.payment_reconciliation_daily in one row (orders for unknown ids
-    included), and the payment and parcel counts behind it."""
-    return _frame(dsn, """
+def reconciliation(dsn: str, since: date | None = None) -> pl.DataFrame:
+    """The days of mart.payment_reconciliation_daily from `since` (all by default) in one row
+    (orders for unknown ids included), and the payment and parcel counts behind it."""
+    where = "" if since is None else f"WHERE date >= '{since.isoformat()}' OR date IS NULL"
+    return _frame(dsn, f"""
         SELECT sum(orders)::bigint AS orders, sum(revenue) AS revenue, sum(captured) AS captured,
                sum(refunded) AS refunded, sum(difference) AS difference,
                sum(orders_differing)::bigint AS orders_differing,
                (SELECT count(*) FROM mart.orders_paid_not_shipped) AS paid_not_shipped,
                (SELECT round(avg(hours_to_ship), 1) FROM mart.order_milestones) AS avg_hours_to_ship
-        FROM mart.payment_reconciliation_daily""")
+        FROM mart.payment_reconciliation_daily {where}""")
