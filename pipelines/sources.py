@@ -2,6 +2,8 @@
 
 from functools import partial
 
+import polars as pl
+
 from retail_etl.spec import Column, Entity, id_, text
 
 # a text column holding personal data (masked, erasable): personal("city")
@@ -69,4 +71,24 @@ SHIPMENTS = Entity("shipments", (
     Column("shipped_ts", "timestamp", plausible=False),
     Column("delivered_ts", "timestamp", plausible=False),
     Column("promised_date", "date", plausible=False),
+))
+
+# ---- web analytics (retail_etl/extract/events.py flattens GA4 export lines into these) -----
+
+# one event as the export sent it; event_key is the hash of its content (GA4 sends no id)
+WEB_EVENTS = Entity("web_events", (
+    id_("event_key"), Column("event_timestamp", "timestamp", required=True),
+    Column("event_date", "date", plausible=False),  # the export's day, in the property's zone
+    Column("event_name", "text", required=True), id_("user_pseudo_id"),
+    id_("customer_id", required=False), id_("ga_session_id"),
+    text("page_location"), text("page_referrer"),
+    Column("engagement_time_msec", "int", min=0), text("other_params"),
+    text("device_category"), text("country"), text("traffic_source"), text("traffic_medium"),
+    text("traffic_campaign"), id_("transaction_id", required=False),
+    Column("purchase_revenue", "decimal"), text("items"), id_("product_id", required=False),
+    Column("item_count", "int", min=0), Column("version_ts", "timestamp"),
+), checks=(
+    # a purchase names its order, or it cannot be matched to the sale it made
+    ("transaction_id:missing_on_purchase",
+     (pl.col("event_name") == "purchase") & pl.col("transaction_id").is_null()),
 ))

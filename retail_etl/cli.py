@@ -119,6 +119,9 @@ def load(
     encoding: Annotated[str, typer.Option(
         "--encoding", help="The --source-dir drop's CSV text encoding (latin-1, cp1252, ...); "
         "a configured source has its own `encoding` setting.")] = "utf-8",
+    events_dir: Annotated[Path | None, typer.Option(
+        "--events-dir", help="Load this web-analytics export directory (GA4 shape: .ndjson, "
+        ".ndjson.gz, .parquet), alone or with --source-dir.", show_default=False)] = None,
     source: Annotated[list[str] | None, typer.Option(
         "--source", help="Load this configured source only (repeatable).",
         show_default=False)] = None,
@@ -156,7 +159,7 @@ def load(
         retail-etl load --source-dir data/raw/drop_001
     """
     import pipelines
-    from retail_etl.config import FilesSource
+    from retail_etl.config import EventsSource, FilesSource
     from retail_etl.flow import load as load_sources
 
     console.quiet(as_json)  # a program reads the output: no progress bars
@@ -168,14 +171,18 @@ def load(
     settings = load_settings(dsn=dsn, keep_staging=keep_staging or None,
                              log_format=log_format, metrics_file=metrics_file)
     log.configure_from(settings, debug=_state["debug"])
-    if source_dir is not None and source:
-        raise typer.BadParameter("give --source-dir or --source, not both")
-    if source_dir is not None:
+    if (source_dir is not None or events_dir is not None) and source:
+        raise typer.BadParameter("give --source-dir / --events-dir or --source, not both")
+    if source_dir is not None or events_dir is not None:
+        sources = {}
         try:
-            sources = {"files": FilesSource(kind="files", dir=source_dir, encoding=encoding)}
+            if source_dir is not None:
+                sources["files"] = FilesSource(kind="files", dir=source_dir, encoding=encoding)
         except ValueError as e:  # pydantic's error names the setting; a flag is the user's
             raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "),
                                      param_hint="--encoding") from None
+        if events_dir is not None:
+            sources["web"] = EventsSource(kind="events", dir=events_dir)
     else:
         unknown = [n for n in source or [] if n not in settings.sources]
         if unknown:
@@ -233,9 +240,17 @@ def generate(
     api: Annotated[bool, typer.Option(
         "--api", help="Write a payments and shipping history (charges.json, events.json, "
         "trackers.json) for the orders of --from DIR (a drop) or of the warehouse (--dsn).")] = False,
+    events: Annotated[bool, typer.Option(
+        "--events", help="Write GA4-shaped web-analytics exports (events_YYYYMMDD.ndjson"
+        "[.gz]) in which the online orders of --from DIR (a drop) are bought.")] = False,
+    sessions: Annotated[int | None, typer.Option(
+        min=1, help="With --events: sessions to make (default: as many as make 2.5% of "
+        "them buy every online order of the window).", show_default=False)] = None,
+    days: Annotated[int, typer.Option(
+        min=1, help="With --events: the window, the drop's last N days.")] = 31,
     from_dir: Annotated[Path | None, typer.Option(
-        "--from", help="With --api: the drop whose sales are paid and shipped.",
-        show_default=False)] = None,
+        "--from", help="With --api or --events: the drop whose sales are paid and shipped, "
+        "or bought on the site.", show_default=False)] = None,
     dsn: DsnOpt = None,
 ) -> None:
     """Generate synthetic drops, a shop database, or API histories.
@@ -245,16 +260,23 @@ def generate(
     orders, order_items), and with --mutate one business day of changes to it; or, with
     --api, what the payments and shipping APIs would hold for a drop's (or the warehouse's)
     orders: most paid, some failed, some refunded, most shipped, a few lost, 2% of the
-    charges for order ids the sales lack (the fake servers of `retail-etl demo` serve it).
+    charges for order ids the sales lack (the fake servers of `retail-etl demo` serve it);
+    or, with --events, a month of the shop site's GA4 exports in which the drop's online
+    orders are bought: 10-20 events a session, 2.5% buying, events late and sent twice,
+    dirt at known rates (listed in the directory's .generated.json).
 
     Example:
         retail-etl generate --out data/raw --lines 1000000 --drops 3 --seed 7
         retail-etl generate --oltp --lines 1000000
         retail-etl generate --oltp --mutate --seed 2
         retail-etl generate --api --from data/raw/drop_001 --out data/api
+        retail-etl generate --events --from data/raw/drop_001 --out data/web
     """
     if api:
         _generate_api(out, from_dir, dsn, seed)
+        return
+    if events:
+        _generate_events(out, from_dir, sessions, days, seed, dirt=not clean)
         return
     if not oltp:
         if mutate:
@@ -296,6 +318,22 @@ def _generate_api(out: Path | None, from_dir: Path | None, dsn: str | None, seed
     console.info(f"{orders.height:,} orders: {len(made['charges']):,} charges, "
                  f"{len(made['events']):,} events, {len(made['trackers']):,} trackers in "
                  + ", ".join(str(p) for p in paths))
+
+
+def _generate_events(out: Path | None, from_dir: Path | None, sessions: int | None,
+                     days: int, seed: int, dirt: bool) -> None:
+    from retail_etl.generate.events import describe, generate_events
+
+    if out is None:
+        raise UsageError("--out is required with --events", hint="e.g. --out data/web")
+    if from_dir is None or not from_dir.is_dir():
+        raise UsageError("--events needs --from DIR, a drop directory"
+                         + (f" ({from_dir}: no such directory)" if from_dir else ""))
+    try:
+        made = generate_events(from_dir, out, sessions, seed, days, dirt=dirt)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--from: {e}") from None
+    console.info(describe(made))
 
 
 def _local_database(name: str, create: bool) -> str:
@@ -366,14 +404,14 @@ def sources(
     import polars as pl
 
     from retail_etl import queries
-    from retail_etl.config import FilesSource, HttpSource
+    from retail_etl.config import EventsSource, FilesSource, HttpSource
     from retail_etl.db.connect import redact
 
     settings = load_settings(dsn=dsn)
     marks = queries.watermarks(_dsn(dsn))
     rows = []
     for name, cfg in settings.sources.items():
-        where = (str(cfg.dir) if isinstance(cfg, FilesSource)
+        where = (str(cfg.dir) if isinstance(cfg, (FilesSource, EventsSource))
                  else f"{cfg.api} API at {cfg.base_url}" if isinstance(cfg, HttpSource)
                  else redact(cfg.dsn) if cfg.dsn else f"local:{cfg.database}")
         mine = marks.filter(pl.col("source") == name)

@@ -105,7 +105,21 @@ class HttpSource(BaseModel):
             3600.0 if self.api == "payments" else 30 * 86400.0)
 
 
-Source = Annotated[FilesSource | PostgresSource | HttpSource, Field(discriminator="kind")]
+class EventsSource(BaseModel):
+    """A directory of web-analytics exports in the GA4 BigQuery shape: newline-delimited
+    JSON (`.ndjson`, `.ndjson.gz`, `.jsonl`) or Parquet, one event per line or row
+    (retail_etl/extract/events.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["events"]
+    dir: Path = Field(description="the export directory")
+    entity: str = Field("web_events", description="the project's entity the events make")
+    batch_rows: int = Field(250_000, ge=1_000, description="events per staged file: bounds "
+                            "the memory of reading one big export")
+
+
+Source = Annotated[FilesSource | PostgresSource | HttpSource | EventsSource,
+                   Field(discriminator="kind")]
 
 
 class Thresholds(BaseModel):

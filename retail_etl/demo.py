@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from retail_etl import queries, report
-from retail_etl.config import FilesSource, HttpSource, PostgresSource, Settings
+from retail_etl.config import EventsSource, FilesSource, HttpSource, PostgresSource, Settings
 from retail_etl.db.connect import resolve_dsn
 from retail_etl.fakeapi import FakeApi
 from retail_etl.flow import load, load_drop
 from retail_etl.generate import api as api_history
+from retail_etl.generate import events as web_events
 from retail_etl.generate.drops import describe, generate_drops
 from retail_etl.generate.oltp import create_oltp, mutate_day
 from retail_etl.run import Run
@@ -50,6 +51,7 @@ def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database:
     shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
     say(summary(load(project, settings, shops)))
     api_chapter(project, settings, say, summary)
+    web_chapter(project, settings, generated.drops[-1], say, summary)
     page = settings.data_dir / "reports" / "demo.html"
     report.write(resolve_dsn(settings), page, None, None)
     say(f"report: {page} (the last month against the one before; open it in a browser, or "
@@ -86,3 +88,26 @@ def api_chapter(project: Project, settings: Settings, say: Callable[[str], None]
         f"over {r['orders_differing']:,} orders (mart.payment_differences); "
         f"{r['paid_not_shipped']:,} paid but not shipped; {r['avg_hours_to_ship']} h to ship "
         "on average")
+
+
+def web_chapter(project: Project, settings: Settings, drop, say: Callable[[str], None],
+                summary: Callable[[Run], str]) -> None:
+    """The shop's site: the last fortnight's GA4 exports, in which the drop's online orders
+    are bought, loaded as one more source; then the funnel and the link to the sales."""
+    out = settings.data_dir / "raw" / "demo_web"
+    made = web_events.generate_events(drop, out, seed=SEED, days=14)
+    say(f"the site's web analytics (GA4 exports in {out.name}/): "
+        f"{web_events.describe(made, where=False)}")
+    say(summary(load(project, settings, {"web": EventsSource(kind="events", dir=out)})))
+    dsn = resolve_dsn(settings)
+    steps = queries.web_funnel(dsn)
+    say("the checkout funnel (mart.web_funnel): " + " -> ".join(
+        f"{r['name']} {r['sessions']:,}" + (f" ({float(r['rate_from_previous']):.0%})"
+                                            if r["rate_from_previous"] else "")
+        for r in steps.iter_rows(named=True)))
+    k = queries.web_link(dsn).row(0, named=True)
+    say(f"purchases against sales (mart.web_purchases_vs_sales): {k['web_purchases']:,} web "
+        f"purchases, {k['purchases_without_sale']:,} for orders the sales lack; "
+        f"{k['online_orders_without_purchase']:,} of {k['online_orders']:,} online orders "
+        f"without a purchase event; {k['customers_online_and_in_store']:,} customers buy "
+        "online and in stores (mart.customer_channels)")

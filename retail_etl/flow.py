@@ -17,7 +17,7 @@ import adbc_driver_manager
 import polars as pl
 
 from retail_etl import kinds, staging
-from retail_etl.config import FilesSource, Settings, Source
+from retail_etl.config import EventsSource, FilesSource, Settings, Source
 from retail_etl.db import locks
 from retail_etl.db.connect import connect, db_error, resolve_dsn
 from retail_etl.errors import ConfigError, EtlError, InputError, Terminated, UsageError
@@ -64,9 +64,10 @@ def load(project: Project, settings: Settings, sources: dict[str, Source], *,
         raise UsageError("no sources to load", hint="pass --source-dir DIR, or declare "
                           "[sources.NAME] in retail_etl.toml (see README)")
     for cfg in sources.values():  # a mistyped directory is no run at all
-        if isinstance(cfg, FilesSource) and not cfg.dir.is_dir():
+        if isinstance(cfg, (FilesSource, EventsSource)) and not cfg.dir.is_dir():
             what = "is not a directory" if cfg.dir.exists() else "does not exist"
-            raise InputError(f"source directory {cfg.dir} {what}")
+            raise InputError(f"{'events' if cfg.kind == 'events' else 'source'} directory "
+                             f"{cfg.dir} {what}")
     dsn = resolve_dsn(settings)
     pl.Config.set_engine_affinity(settings.polars_engine)
     label = (f"files:{sources['files'].dir}" if list(sources) == ["files"]

@@ -134,3 +134,22 @@ def reconciliation(dsn: str, since: date | None = None) -> pl.DataFrame:
                (SELECT count(*) FROM mart.orders_paid_not_shipped) AS paid_not_shipped,
                (SELECT round(avg(hours_to_ship), 1) FROM mart.order_milestones) AS avg_hours_to_ship
         FROM mart.payment_reconciliation_daily {where}""")
+
+
+def web_funnel(dsn: str) -> pl.DataFrame:
+    """mart.web_funnel: sessions at each step, the rate from the step before."""
+    return _frame(dsn, "SELECT step, name, sessions, rate_from_previous::text AS rate_from_previous, "
+                       "share_of_sessions::text AS share_of_sessions FROM mart.web_funnel "
+                       "ORDER BY step")
+
+
+def web_link(dsn: str) -> pl.DataFrame:
+    """mart.web_purchases_vs_sales over all months, in one row."""
+    return _frame(dsn, """
+        SELECT sum(web_purchases)::bigint AS web_purchases,
+               sum(purchases_without_sale)::bigint AS purchases_without_sale,
+               sum(online_orders)::bigint AS online_orders,
+               sum(online_orders_without_purchase)::bigint AS online_orders_without_purchase,
+               (SELECT count(*) FROM mart.customer_channels WHERE channel = 'both')
+                   AS customers_online_and_in_store
+        FROM mart.web_purchases_vs_sales""")

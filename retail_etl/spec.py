@@ -63,6 +63,9 @@ class Entity:
 
     name: str
     columns: tuple[Column, ...]
+    # rules over several columns: (rule name, expression over the parsed values that is
+    # true when a row breaks it), e.g. a purchase without its transaction id
+    checks: tuple[tuple[str, pl.Expr], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -193,7 +196,28 @@ class DimensionDate:
     kind: str = field(default="dim_date", init=False)
 
 
-Pipeline = DimensionDate | DimensionSCD2 | FactByPartition
+@dataclass(frozen=True)
+class Sessions:
+    """kind sessions: one row per session (`key`) of an event fact, each column an SQL
+    aggregate over the session's events (`e`); rebuilt set-based from the stored events of
+    every session a run brought events of (a late event updates its session, a re-sent one
+    changes nothing); month-partitioned by the session's first event (one session across
+    midnight or a month's end stays one row)."""
+
+    name: str
+    events: FactByPartition
+    table: str
+    key: tuple[str, ...]
+    start: str  # the column holding the first event's time (its UTC day is the date key)
+    columns: dict[str, tuple[str, str]]  # name -> (aggregate over e, SQL type)
+    # events arrive up to this late, and a session lasts at most this long: a session's
+    # events are looked for this many days around the events the run brought
+    late_days: int = 3
+    date_key: str = "date_key"
+    kind: str = field(default="sessions", init=False)
+
+
+Pipeline = DimensionDate | DimensionSCD2 | FactByPartition | Sessions
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,8 @@ class Project:
         for p in self.pipelines:
             needs = ([r.dimension.name for r in p.references] if p.kind == "fact_by_partition"
                      else [])
+            if p.kind == "sessions" and p.events.name not in seen:
+                raise ValueError(f"{p.name} needs {p.events.name} declared before it")
             if p.kind == "fact_by_partition" and self.dates is None:
                 raise ValueError(f"{p.name} needs a dim_date pipeline before it")
             for n in needs:
@@ -229,6 +255,10 @@ class Project:
     @property
     def facts(self) -> tuple[FactByPartition, ...]:
         return tuple(p for p in self.pipelines if p.kind == "fact_by_partition")
+
+    @property
+    def sessions(self) -> tuple[Sessions, ...]:
+        return tuple(p for p in self.pipelines if p.kind == "sessions")
 
     @property
     def entities(self) -> tuple[Entity, ...]:

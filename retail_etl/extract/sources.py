@@ -7,10 +7,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from retail_etl.config import FilesSource, HttpSource, PostgresSource, Settings, Source
+from retail_etl.config import (
+    EventsSource,
+    FilesSource,
+    HttpSource,
+    PostgresSource,
+    Settings,
+    Source,
+)
 from retail_etl.db.cluster import Cluster
 from retail_etl.errors import ConfigError
-from retail_etl.extract import http, oltp
+from retail_etl.extract import events, http, oltp
 from retail_etl.extract.files import Extracted, extract
 from retail_etl.monitor import log
 from retail_etl.spec import Project
@@ -44,6 +51,16 @@ def extract_all(stage: Path, cur, project: Project, settings: Settings,
                           encoding=cfg.encoding, progress=progress)
             read = [{"source": name, "kind": "file", "name": str(f.resolve()), "entity": e}
                     for e, ex in got.items() for f in ex.files]
+        elif isinstance(cfg, EventsSource):
+            entity = next((e for e in entities if e.name == cfg.entity), None)
+            if entity is None:
+                raise ConfigError(f"sources.{name}.entity: this project has no entity "
+                                  f"{cfg.entity!r}")
+            ex = events.extract_events(cfg.dir, entity, stage, file_no, cfg.batch_rows,
+                                       threads=settings.duckdb_threads, progress=progress)
+            got = {entity.name: ex}
+            read = [{"source": name, "kind": "file", "name": str(f.resolve()),
+                     "entity": entity.name} for f in ex.files]
         elif isinstance(cfg, HttpSource):
             api = http.extract_api(name, cfg, {e.name: e for e in entities},
                                    oltp.read_marks(cur, name), stage, file_no, full=full)

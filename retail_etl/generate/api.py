@@ -225,11 +225,13 @@ def _tracker(r: dict, now_ts: int) -> dict:
     }
 
 
-def read_orders(drop_dir: Path) -> pl.DataFrame:
-    """order_id, order_ts (UTC), revenue (exact decimal) per order of a drop's sales files
-    (sales*.csv, sales*.csv.gz). Lines whose order id, order_ts, quantity, unit_price or
-    (non-empty) discount does not parse are dropped; a line repeated under its key
-    (order_id, line_number) counts once, its latest version (by updated_at, else order_ts)."""
+def read_sales_lines(drop_dir: Path) -> pl.DataFrame:
+    """The sales lines of a drop's sales files (sales*.csv, sales*.csv.gz), typed: order_id,
+    line_number, order_ts (UTC), customer_id, store_id, product_id, quantity, unit_price,
+    discount.
+    Lines whose order id, order_ts, quantity, unit_price or (non-empty) discount does not
+    parse are dropped; a line repeated under its key (order_id, line_number) counts once,
+    its latest version (by updated_at, else order_ts)."""
     drop_dir = Path(drop_dir)
     files = sorted({*drop_dir.glob("sales*.csv"), *drop_dir.glob("sales*.csv.gz")})
     if not files:
@@ -245,6 +247,9 @@ def read_orders(drop_dir: Path) -> pl.DataFrame:
         line_number=text(pl.col("line_number")),
         order_ts=parse_timestamp(text(pl.col("order_ts"))),
         updated_at=parse_timestamp(text(pl.col("updated_at"))),
+        customer_id=text(pl.col("customer_id")),
+        store_id=text(pl.col("store_id")),
+        product_id=text(pl.col("product_id")),
         quantity=text(pl.col("quantity")).cast(pl.Int64, strict=False),
         unit_price=money("unit_price"),
         discount=money("discount"),
@@ -254,9 +259,15 @@ def read_orders(drop_dir: Path) -> pl.DataFrame:
         pl.col("quantity").is_not_null(), pl.col("unit_price").is_not_null(),
         ~pl.col("discount_given") | pl.col("discount").is_not_null(),
     )
-    latest = (lines.sort(pl.coalesce("updated_at", "order_ts"), "order_id", "line_number",
-                         maintain_order=True)  # ties keep the file order: same input, same pick
-              .unique(["order_id", "line_number"], keep="last"))
+    return (lines.sort(pl.coalesce("updated_at", "order_ts"), "order_id", "line_number",
+                       maintain_order=True)  # ties keep the file order: same input, same pick
+            .unique(["order_id", "line_number"], keep="last").drop("discount_given"))
+
+
+def read_orders(drop_dir: Path) -> pl.DataFrame:
+    """order_id, order_ts (UTC), revenue (exact decimal) per order of a drop's sales files
+    (see read_sales_lines)."""
+    latest = read_sales_lines(drop_dir)
     return (
         latest.group_by("order_id")
         .agg(

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from retail_etl.kinds import dim_date, dim_scd2, fact_by_partition
+from retail_etl.kinds import dim_date, dim_scd2, fact_by_partition, sessions
 from retail_etl.spec import Pipeline, Project
 
 KINDS: dict[str, ModuleType] = {
     "dim_date": dim_date,
     "dim_scd2": dim_scd2,
     "fact_by_partition": fact_by_partition,
+    "sessions": sessions,
 }
 
 

@@ -22,6 +22,8 @@ class Handoff:
     # prepare
     incoming: dict[str, pl.DataFrame] = field(default_factory=dict)  # dimension -> versions
     lines: dict = field(default_factory=dict)  # fact -> fact_by_partition.FactInput
+    # sessions pipeline -> [key, lo, hi]: the sessions the run's events belong to
+    sessions: dict[str, pl.DataFrame] = field(default_factory=dict)
     # write: dimensions -> facts
     versions: dict[str, pl.DataFrame] = field(default_factory=dict)  # for the as-of lookup
     repoint_since: dict[str, datetime | None] = field(default_factory=dict)

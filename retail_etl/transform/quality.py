@@ -116,6 +116,7 @@ def _parsed(raw: pl.LazyFrame, entity: Entity, window: Window,
         value, col_rules = _column(col, window)
         values.append(value)
         rules += col_rules + _byte_rules(col, detail)
+    rules += list(entity.checks)
     # each parse runs once; the rules read its result
     return raw.with_columns(cleaned).with_columns(values), rules
 

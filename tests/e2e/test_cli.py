@@ -95,7 +95,8 @@ def test_load_runs_and_rejects_commands(tmp_path, dsn):
     assert "run 1 ok" in result.output
     runs = json.loads(cli("runs", "--dsn", dsn, "--json").stdout)
     assert {r["entity"]: r["rejected"] for r in runs} == {
-        "products": 1, "customers": 0, "stores": 0, "sales": 0, "payments": 0, "shipments": 0}
+        "products": 1, "customers": 0, "stores": 0, "sales": 0, "payments": 0, "shipments": 0,
+        "web_events": 0}
     rejects = json.loads(cli("rejects", "--dsn", dsn, "--json").stdout)
     assert [(r["file"], r["line"], r["rules"]) for r in rejects] == [
         ("products.csv", 3, "unit_price:below_0")]

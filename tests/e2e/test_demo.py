@@ -32,6 +32,10 @@ def test_two_demos_give_the_same_kpis_whatever_the_date(cluster, tmp_path):
     assert "payments read" in story and "shipments read" in story
     assert "reconciliation (mart.payment_reconciliation_daily): revenue " in story
     assert " over 0 orders" not in story
+    # then the site's events: the funnel, and its purchases against the sales
+    assert "web_events read" in story
+    assert "the checkout funnel (mart.web_funnel): session " in story
+    assert "-> purchase " in story and " 0 web purchases" not in story
     # the shop's business ends with the drops' (2024), not today's month
     assert first.select("year").max().item() == 2024
     # it ends with the report (issue 19), the same figures both times

@@ -45,11 +45,11 @@ def test_the_summary_and_runs_give_one_duration(tmp_path, dsn):
 def test_a_warehouse_lost_mid_run_is_one_line_and_nothing_is_committed(settings, dsn, tmp_path):
     d = write_drop(tmp_path / "d", sales=[["O-1", 1, "2024-01-15T00:00:00Z", "", "", "P-1", 1,
                                            "1.00", "", ""]])
-    p = start_paused(settings, d, tmp_path, "merge:fact_shipments")  # the last pipeline
+    p = start_paused(settings, d, tmp_path, "merge:fact_sessions")  # the last pipeline
     # every session of the run (the transaction's and the ledger's) is ended by the server
     rows(dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    (tmp_path / "paused-merge-fact_shipments").unlink()  # let the run go on, into a dead connection
+    (tmp_path / "paused-merge-fact_sessions").unlink()  # let the run go on, into a dead connection
     _, err = p.communicate(timeout=60)
     said = err.decode().strip().splitlines()
     lines = [ln for ln in said if not ln.startswith("{")]  # the job log aside (JSON: a pipe)
