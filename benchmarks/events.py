@@ -121,18 +121,18 @@ def bare_worker(dsn: str, directory: Path) -> None:
                 "coalesce(v.string_value, v.int_value, v.double_value, v.float_value)")
     con.execute("CREATE MACRO param(ps, k) AS "
                 "value_text(list_filter(ps, lambda p: p.key = k)[1].value)")
-    flatten = ev._FLATTEN.replace("FROM batch WHERE ok", "FROM batch")
+    flatten = ev._FLATTEN
     db = pg.connect(dsn)
-    rows = 0
+    files = ", ".join(f"'{f}'" for f in sorted(directory.iterdir()))
+    # every file in one scan, streamed: the lines as JSON objects, then the same flattening
+    con.execute(f"CREATE VIEW batch AS SELECT 0 AS line, json AS raw, true AS ok, "
+                f"0 AS file_no, '' AS file FROM read_json_objects([{files}], "
+                "format = 'newline_delimited', ignore_errors = true)")
     with db.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS bare_events")
         db.commit()
-        for i, f in enumerate(sorted(directory.iterdir())):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT row_number() OVER () "
-                        f"AS line, json AS raw FROM read_json_objects('{f}', "
-                        "format = 'newline_delimited', ignore_errors = true)")
-            out = con.sql(flatten).to_arrow_table()
-            rows += cur.adbc_ingest("bare_events", out, mode="append" if i else "create")
+        rows = cur.adbc_ingest("bare_events", con.sql(flatten).to_arrow_reader(250_000),
+                               mode="create")
         db.commit()
         wall = time.perf_counter() - t0
         cur.execute("DROP TABLE bare_events")
@@ -223,7 +223,7 @@ def bench_volume(cluster, root: Path, cache: Path, events: int) -> dict:
 
 def _markdown(doc: dict) -> str:
     out = ["# Web-analytics events (issue 16)", "",
-           f"`{doc['command']}`, {doc['machine'].get('cpus', '?')} cores; one run each, "
+           f"`{doc['command']}`, {doc['machine']['cores']} cores, {doc['machine']['date']}; one run each, "
            "ratios within the run.", "",
            "| events (month) | load | bare path | load / bare | events/s | peak RSS | "
            "late day (1/31) | late / month |",

@@ -82,10 +82,11 @@ WEB_EVENTS = Entity("web_events", (
     Column("event_name", "text", required=True), id_("user_pseudo_id"),
     id_("customer_id", required=False), id_("ga_session_id"),
     text("page_location"), text("page_referrer"),
-    Column("engagement_time_msec", "int", min=0), text("other_params"),
+    Column("engagement_time_msec", "int", min=0), Column("other_params", "json"),
     text("device_category"), text("country"), text("traffic_source"), text("traffic_medium"),
     text("traffic_campaign"), id_("transaction_id", required=False),
-    Column("purchase_revenue", "decimal"), text("items"), id_("product_id", required=False),
+    Column("purchase_revenue", "decimal"), Column("items", "json"),
+    id_("product_id", required=False),
     Column("item_count", "int", min=0), Column("version_ts", "timestamp"),
 ), checks=(
     # a purchase names its order, or it cannot be matched to the sale it made

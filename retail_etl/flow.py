@@ -295,8 +295,10 @@ def _rollback(conn) -> None:
 
 def _analyze(ledger, dsn: str, run: Run, project: Project, streams: int = 2) -> None:
     """Fresh statistics for what the run wrote, after the commit: the ledger session and
-    `streams - 1` more sessions share the tables (ANALYZE is CPU-bound in the server)."""
-    tables = [d.table for d in project.dimensions] + run.analyze
+    `streams - 1` more sessions share the tables (ANALYZE is CPU-bound in the server). A
+    dimension the run did not write keeps its statistics (a run of events only, say)."""
+    wrote = {c.entity for c in run.counts.values() if c.loaded or c.inferred or c.deleted}
+    tables = [d.table for d in project.dimensions if d.entity.name in wrote] + run.analyze
 
     def analyze(conn, share: list[str]) -> None:
         with conn.cursor() as cur:

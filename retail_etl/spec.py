@@ -10,7 +10,8 @@ from typing import Literal
 
 import polars as pl
 
-Kind = Literal["id", "text", "email", "country", "date", "timestamp", "decimal", "int", "bool"]
+Kind = Literal["id", "text", "email", "country", "date", "timestamp", "decimal", "int", "bool",
+               "json"]
 
 
 def sql_type(dtype: pl.DataType | None) -> str:
@@ -210,6 +211,9 @@ class Sessions:
     key: tuple[str, ...]
     start: str  # the column holding the first event's time (its UTC day is the date key)
     columns: dict[str, tuple[str, str]]  # name -> (aggregate over e, SQL type)
+    # name -> the event column whose value the session's first event gives it (ties in
+    # time: the lower event key)
+    first: dict[str, str] = field(default_factory=dict)
     # events arrive up to this late, and a session lasts at most this long: a session's
     # events are looked for this many days around the events the run brought
     late_days: int = 3

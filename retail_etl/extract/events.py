@@ -16,10 +16,14 @@ validation, rejects, dedup and the merge treat them alike.
   in GA4) is taken to the cent only when its text is a cent amount (19.990000000000002 is
   19.99; 12.345 is a reject).
 - The event's key: GA4 sends no event id, so an event is identified by its content. The
-  key is the MD5 of the event as read (every field of the shape above, in a fixed order,
-  whitespace and key order of the file not counting): an event re-sent identically is a
-  duplicate, two events that differ in any field (a second click in the same microsecond
-  with another item) are two events."""
+  key is the MD5 of the event as the warehouse stores it (every column above, NULL apart
+  from empty, in a fixed order; whitespace and key order of the file do not count): an
+  event re-sent is a duplicate, two events that differ in any stored field (a second click
+  in the same microsecond with another item) are two events; fields the warehouse does not
+  read (user_properties, privacy_info, ...) do not make an event another. (A Parquet
+  export gives every item every field any item has, NULL where the JSON would omit it:
+  the same event read from both formats is one event when its items name the same
+  fields.)"""
 
 from __future__ import annotations
 
@@ -54,15 +58,16 @@ SHAPE = {
     "ecommerce": {"transaction_id": "VARCHAR", "purchase_revenue": "VARCHAR"},
     "items": "JSON",
 }
+IN_MEMORY_BYTES = 256 << 20  # a file up to this is read whole, a bigger one streamed
 _MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
-_FLATTEN = f"""
+_FLATTENED = f"""
 WITH parsed AS (
-    SELECT line, raw, from_json(CASE WHEN ok THEN raw END, '{json.dumps(SHAPE)}') AS j
+    -- (try: the optimizer may parse a line before the filter drops it)
+    SELECT file_no, file, line, try(from_json(raw, '{json.dumps(SHAPE)}')) AS j
     FROM batch WHERE ok
 )
 SELECT
-    md5(to_json(j)) AS event_key,
     CASE WHEN regexp_full_match(trim(j.event_timestamp), '\\d{{1,18}}')
               AND trim(j.event_timestamp)::BIGINT <= {_MAX_US}
          THEN strftime(make_timestamp(trim(j.event_timestamp)::BIGINT),
@@ -96,9 +101,18 @@ SELECT
     CASE WHEN json_type(j.items) = 'ARRAY'
          THEN CAST(json_array_length(j.items) AS VARCHAR) ELSE '0' END AS item_count,
     NULL::VARCHAR AS version_ts,
-    line AS _line
+    line AS _line, file AS _file, file_no AS _file_no
 FROM parsed
 """
+# the columns an event is stored with, all but the key: the key hashes them
+_CONTENT = ("event_timestamp", "event_date", "event_name", "user_pseudo_id", "customer_id",
+            "ga_session_id", "page_location", "page_referrer", "engagement_time_msec",
+            "other_params", "device_category", "country", "traffic_source", "traffic_medium",
+            "traffic_campaign", "transaction_id", "purchase_revenue", "items")
+_FLATTEN = (f"SELECT md5(concat_ws(chr(31), "
+            f"{', '.join(f'coalesce(CAST({c} AS VARCHAR), chr(30))' for c in _CONTENT)})) "
+            f"AS event_key, * "
+            f"FROM ({_FLATTENED})")
 
 
 def discover(source_dir: Path) -> list[Path]:
@@ -152,13 +166,21 @@ def _line_batches(path: Path, scratch: Path, batch_rows: int):
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (OSError, EOFError) as e:
             raise InputError(f"{path}: not a readable gzip file ({e})") from None
-    if text.stat().st_size == 0:
+    size = text.stat().st_size
+    if size == 0:
         return
     # one column holding each line whole: \x1f (unit separator) cannot appear unescaped in
     # JSON, and a line that has one is malformed anyway
-    lines = pl.scan_csv(text, has_header=False, separator="\x1f", quote_char=None,
-                        schema={"raw": pl.String}, truncate_ragged_lines=True,
-                        encoding="utf8-lossy")
+    options = dict(has_header=False, separator="\x1f", quote_char=None,
+                   schema={"raw": pl.String}, truncate_ragged_lines=True, encoding="utf8-lossy")
+    if size <= IN_MEMORY_BYTES:  # a day's export, usually: read at once
+        lines = pl.read_csv(text, **options)
+        for first in range(0, lines.height, batch_rows):
+            yield first + 1, lines.slice(first, batch_rows).to_arrow()
+        if text != path:
+            text.unlink()
+        return
+    lines = pl.scan_csv(text, **options)  # bigger: through Parquet, a batch at a time
     sunk = scratch / (path.name + ".lines.parquet")
     lines.with_row_index("line", offset=1).sink_parquet(sunk, row_group_size=batch_rows)
     pf = pq.ParquetFile(sunk)
@@ -172,9 +194,11 @@ def _line_batches(path: Path, scratch: Path, batch_rows: int):
 
 def extract_events(source_dir: Path, entity: Entity, stage_dir: Path, first_file: int,
                    batch_rows: int = 250_000, threads: int = 2, progress=None) -> Extracted:
-    """Stage every event of the export's files as the entity's text columns, files numbered
-    from first_file. Blank lines are no events; a line that is not a JSON object is a
-    reject (`line:not_json`) with its text."""
+    """Stage every event of the export's files as the entity's text columns; each file gets
+    a number from first_file (its lines' load order). Lines are parsed batch_rows at a time,
+    across files (a query costs ~0.1 s however small: a month of daily files would pay it
+    per file). Blank lines are no events; a line that is not a JSON object is a reject
+    (`line:not_json`) with its text."""
     files = discover(source_dir)
     ex = Extracted(entity)
     if progress is not None:
@@ -184,40 +208,49 @@ def extract_events(source_dir: Path, entity: Entity, stage_dir: Path, first_file
     out_dir = stage_dir / entity.name
     out_dir.mkdir(parents=True, exist_ok=True)
     con = _session(threads)
-    file_no = first_file
+    pending: list[pl.DataFrame] = []
+
+    def flush() -> None:
+        batch = pl.concat(pending).filter(pl.col("raw").str.strip_chars().str.len_bytes() > 0)
+        pending.clear()
+        con.register("lines", batch.to_arrow())
+        # (a table, not a view over the Arrow data: both queries scan it faster than Arrow)
+        con.execute("CREATE OR REPLACE TEMP TABLE batch AS SELECT file_no, file, line, raw, "
+                    "coalesce(CASE WHEN json_valid(raw) THEN json_type(raw) = 'OBJECT' "
+                    "END, false) AS ok FROM lines")
+        con.unregister("lines")
+        bad = con.sql("SELECT file, line, raw FROM batch WHERE NOT ok").pl()
+        if bad.height:
+            ex.malformed.append(_not_json(bad))
+            ex.rows += bad.height
+        df = con.sql(_FLATTEN).pl()
+        if df.height:
+            df = df.with_columns(_seq=pl.col("_file_no").cast(pl.Int64) * (1 << LINE_BITS)
+                                 + pl.col("_line"))
+            target = out_dir / f"{len(ex.staged) + 1:05d}.parquet"
+            tmp = target.with_suffix(".tmp")
+            df.select(*entity.column_names, "_line", "_file", "_seq").write_parquet(
+                tmp, compression="zstd")
+            tmp.rename(target)  # a file in staging is always whole
+            ex.staged.append(target)
+            ex.rows += df.height
+
     try:
-        for path in files:
+        for file_no, path in enumerate(files, start=first_file):
             for first, raw in _line_batches(path, scratch, batch_rows):
-                batch = pl.from_arrow(raw).with_columns(
-                    line=pl.int_range(first, first + pl.len(), dtype=pl.Int64))
-                batch = batch.filter(pl.col("raw").str.strip_chars().str.len_bytes() > 0)
-                con.register("lines", batch.to_arrow())
-                con.execute("CREATE OR REPLACE TEMP TABLE batch AS SELECT line, raw, "
-                            "coalesce(CASE WHEN json_valid(raw) THEN json_type(raw) = 'OBJECT' "
-                            "END, false) AS ok FROM lines")
-                con.unregister("lines")
-                bad = con.sql("SELECT line, raw FROM batch WHERE NOT ok").pl()
-                if bad.height:
-                    ex.malformed.append(_not_json(bad, path.name))
-                    ex.rows += bad.height
-                df = con.sql(_FLATTEN).pl()
-                if df.height:
-                    df = df.with_columns(
-                        _file=pl.lit(path.name),
-                        _seq=pl.lit(file_no << LINE_BITS, pl.Int64) + pl.col("_line"))
-                    target = out_dir / f"{file_no:05d}.parquet"
-                    tmp = target.with_suffix(".tmp")
-                    df.select(*entity.column_names, "_line", "_file", "_seq").write_parquet(
-                        tmp, compression="zstd")
-                    tmp.rename(target)  # a file in staging is always whole
-                    ex.staged.append(target)
-                    ex.rows += df.height
-                    file_no += 1
+                pending.append(pl.from_arrow(raw).select(
+                    file_no=pl.lit(file_no, pl.Int64), file=pl.lit(path.name),
+                    line=pl.int_range(first, first + pl.len(), dtype=pl.Int64), raw="raw"))
+                if sum(b.height for b in pending) >= batch_rows:
+                    flush()
             ex.files.append(path)
             if progress is not None:
                 progress.advance(path.stat().st_size)
+        if pending:
+            flush()
     finally:
         con.close()
+    ex.numbers = len(files)
     if ex.malformed:
         n = sum(m.height for m in ex.malformed)
         first = ex.malformed[0].row(0, named=True)
@@ -226,11 +259,11 @@ def extract_events(source_dir: Path, entity: Entity, stage_dir: Path, first_file
     return ex
 
 
-def _not_json(bad: pl.DataFrame, file: str) -> pl.DataFrame:
+def _not_json(bad: pl.DataFrame) -> pl.DataFrame:
     """Lines no event can be made of, as rejects: the line's text kept as the row."""
     return bad.select(
         line=pl.col("line").cast(pl.Int64),
         rules=pl.concat_list(pl.lit("line:not_json")),
         row=pl.struct(text=pl.col("raw").str.slice(0, 10_000)).struct.json_encode()
         .str.replace_all("\\u0000", "\\u2400", literal=True),
-        file=pl.lit(file))
+        file="file")

@@ -36,6 +36,8 @@ class Extracted:
     staged: list[Path] = field(default_factory=list)
     # records no row can be made of (a wrong field count, a quote never closed): rejects
     malformed: list[pl.DataFrame] = field(default_factory=list)
+    # the file numbers (load order) its rows use; None: one per staged file
+    numbers: int | None = None
 
 
 def discover(source_dir: Path, entities: tuple[Entity, ...],

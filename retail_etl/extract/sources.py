@@ -90,7 +90,8 @@ def extract_all(stage: Path, cur, project: Project, settings: Settings,
             extracted[entity].files += ex.files
             extracted[entity].rows += ex.rows
             extracted[entity].malformed += ex.malformed
-        file_no += sum(len(ex.staged) for ex in got.values())
+        file_no += sum(len(ex.staged) if ex.numbers is None else ex.numbers
+                       for ex in got.values())
     return extracted, pulls, origins
 
 

@@ -23,6 +23,7 @@ def ddl(s: Sessions) -> list[str]:
     short = s.table.split(".")[-1]
     cols = [*[f"{k} text NOT NULL" for k in s.key], f"{s.date_key} int NOT NULL",
             *[f"{name} {sql_type}" for name, (_, sql_type) in s.columns.items()],
+            *[f"{name} {_event_type(s, column)}" for name, column in s.first.items()],
             "run_id bigint"]
     return [
         f"CREATE TABLE IF NOT EXISTS {s.table} ({', '.join(cols)}) "
@@ -30,6 +31,12 @@ def ddl(s: Sessions) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {short}_key_idx ON {s.table} ({', '.join(s.key)})",
         f"CREATE INDEX IF NOT EXISTS {short}_{s.date_key}_idx ON {s.table} ({s.date_key})",
     ]
+
+
+def _event_type(s: Sessions, column: str) -> str:
+    from retail_etl.spec import sql_type
+
+    return sql_type(s.events.dtypes.get(column))
 
 
 def _day_key(ts: pl.Expr, days: int) -> pl.Expr:
@@ -56,24 +63,39 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
         return
     key, e, D = s.key, s.events, s.date_key
     on = " AND ".join(f"n.{k} = s.{k}" for k in key)
-    names = list(s.columns)
+    names = [*s.columns, *s.first]
+    keys = ", ".join(key)
     with run.stage("sessions", touched.height) as st:
         copy_temp(cur.connection, "stg_session_keys", touched)
         aggregates = ", ".join(f"{expr} AS {name}" for name, (expr, _) in s.columns.items())
         lo, hi = int(touched["lo"].min()), int(touched["hi"].max())
+        used = sorted({*key, e.event_ts, *e.natural_key, *s.first.values(),
+                       *[c for c in [*e.measures, *[r.fact_column for r in e.references]]
+                         if any(f"e.{c}" in expr for expr, _ in s.columns.values())]})
+        # the session's events once (index range per session), then two passes over them:
+        # the aggregates (hashed) and the first event's columns (one sort)
         cur.execute(f"""
             CREATE TEMP TABLE stg_sessions ON COMMIT DROP AS
-            SELECT {', '.join(f'e.{k}' for k in key)},
-                   to_char(min(e.{e.event_ts}) AT TIME ZONE 'UTC', 'YYYYMMDD')::int AS {D},
-                   {aggregates}
-            FROM {e.table} e
-            JOIN stg_session_keys t ON {' AND '.join(f'e.{k} = t.{k}' for k in key)}
-                 AND e.{e.date_key} BETWEEN t.lo AND t.hi
-            WHERE e.{e.date_key} BETWEEN {lo} AND {hi}
-            GROUP BY {', '.join(f'e.{k}' for k in key)}
+            WITH e AS MATERIALIZED (
+                SELECT {', '.join(f'x.{c}' for c in used)}
+                FROM {e.table} x
+                JOIN stg_session_keys t ON {' AND '.join(f'x.{k} = t.{k}' for k in key)}
+                     AND x.{e.date_key} BETWEEN t.lo AND t.hi
+                WHERE x.{e.date_key} BETWEEN {lo} AND {hi}
+            ), agg AS (
+                SELECT {keys},
+                       to_char(min(e.{e.event_ts}) AT TIME ZONE 'UTC', 'YYYYMMDD')::int AS {D},
+                       {aggregates}
+                FROM e GROUP BY {keys}
+            ), head AS (
+                SELECT DISTINCT ON ({keys}) {keys}{''.join(f', e.{c} AS {n}' for n, c in s.first.items())}
+                FROM e ORDER BY {keys}, e.{e.event_ts}, {', '.join(f'e.{k}' for k in e.natural_key)}
+            )
+            SELECT * FROM agg JOIN head USING ({keys})
         """)
-        cur.execute(f"SELECT DISTINCT {D} / 100 FROM stg_sessions")
-        months = [f"{s.table}_{m}" for (m,) in cur.fetchall()]
+        cur.execute(f"SELECT {D} / 100, count(*) FROM stg_sessions GROUP BY 1")
+        per_month = {f"{s.table}_{m}": n for m, n in cur.fetchall()}
+        months = list(per_month)
         existing = partitions.existing_partitions(cur, s.table)
         for name in months:
             month = int(name.rsplit("_", 1)[1])
@@ -105,7 +127,10 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
         written = cur.fetchone()[0]
         cur.execute("DROP TABLE stg_session_keys")
         st["rows"] = written
-    if written:  # fresh statistics for the months written (after the commit)
-        run.analyze += [m for m in months if m not in run.analyze]
+    # fresh statistics (after the commit) for new months and those the run rebuilt over 5%
+    # of (as for facts: below that the planner's picture holds, autovacuum catches up)
+    stale = [m for m in months if written and m not in run.analyze
+             and per_month[m] > 0.05 * max(existing.get(m, 0), 0)]
+    run.analyze += stale
     events.info("sessions", table=s.table, touched=touched.height, new=written - updated,
                 updated=updated)

@@ -41,16 +41,22 @@ class AsOfLookup:
         self.sql = f"SELECT {', '.join(select)} FROM facts f {' '.join(joins)}"
 
     def keys(self, facts: pl.DataFrame) -> pl.DataFrame:
-        """facts with one `<fact_column>` key per reference."""
-        self.con.register("facts", facts.to_arrow())
-        out = pl.from_arrow(self.con.sql(self.sql).to_arrow_table())
+        """facts with one `<fact_column>` key per reference. Only the columns the joins read
+        go through DuckDB (the ASOF join sorts what it carries: a wide fact, JSON and all,
+        would be sorted twice for nothing); the keys come back in the facts' order."""
+        sources = list(dict.fromkeys(r.source_column for r in self.fact.references))
+        narrow = facts.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_r"),
+                              self.fact.event_ts, *sources)
+        self.con.register("facts", narrow.to_arrow())
+        out = pl.from_arrow(self.con.sql(self.sql).to_arrow_table()).sort("_r")
         self.con.unregister("facts")
         for ref in self.fact.references:  # inferred members are created first: a miss is a bug
             miss = out.filter((pl.col(ref.fact_column) == -1)
                               & pl.col(ref.source_column).is_not_null())
             if miss.height:
                 raise AssertionError(f"{miss.height} facts found no {ref.dimension.name} version")
-        return out.with_columns(pl.col(self.fact.event_ts).dt.convert_time_zone("UTC"))
+        return facts.with_columns(out.select(r.fact_column for r in self.fact.references)) \
+            .with_columns(pl.col(self.fact.event_ts).dt.convert_time_zone("UTC"))
 
     def close(self) -> None:
         self.con.close()

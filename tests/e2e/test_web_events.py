@@ -65,8 +65,8 @@ def counts(dsn) -> dict:
 def sessions(dsn) -> list[dict]:
     return rows_named(dsn, "SELECT user_pseudo_id, ga_session_id, date_key, session_start::text "
                       "AS start, session_end::text AS end_, duration_seconds::text AS duration, "
-                      "events, page_views, item_views, add_to_carts, checkouts, purchases, "
-                      "landing_page, bought, orders, revenue::text AS revenue, run_id "
+                      "events, page_views, item_views, add_to_carts, checkouts, "
+                      "landing_page, bought, purchases, revenue::text AS revenue, run_id "
                       "FROM dw.fact_sessions ORDER BY 1, 2")
 
 
@@ -91,17 +91,20 @@ def test_export_shape_flattened_exactly(dsn, tmp_path):
               page="https://shop/x?a=1", page_referrer="https://google.com/",
               engagement_time_msec=1234, ga_session_number=3, percent_scrolled=90.5),
         event(1706745599_123457, "view_item", 1706745500, customer="C-1",
-              items=[{"item_id": "P-1", "price": 9.99, "quantity": 1}]),
+              items=[{"item_id": "P-1", "item_name": "Blue  Mug ", "price": 9.99,
+                      "quantity": 1}]),
         event(1706745600_999999, "purchase", 1706745500, customer="C-1", tx="O-1",
               revenue=19.980000000000001,
-              items=[{"item_id": "P-1", "price": 9.99, "quantity": 2}]),
+              items=[{"item_id": "P-1", "item_name": "Blue  Mug ", "price": 9.99,
+                      "quantity": 2}]),
     ])
     load_events(dsn, web)
     got = rows_named(dsn, """
         SELECT e.event_timestamp::text AS ts, e.event_name, e.ga_session_id, e.page_location,
                e.page_referrer, e.engagement_time_msec, e.other_params::jsonb AS other,
                e.purchase_revenue::text AS revenue, e.transaction_id, e.item_count,
-               e.event_date::text AS event_date, e.date_key, p.product_id, c.segment
+               e.event_date::text AS event_date, e.date_key, p.product_id, c.segment,
+               e.items::jsonb AS items
         FROM dw.fact_web_events e
         LEFT JOIN dw.dim_product p ON p.product_key = e.product_key
         LEFT JOIN dw.dim_customer c ON c.customer_key = e.customer_key
@@ -117,11 +120,15 @@ def test_export_shape_flattened_exactly(dsn, tmp_path):
     assert first["segment"] == "Retail" and view["segment"] == "VIP"  # as of the event
     assert first["product_id"] is None  # no item: the unknown product
     assert (view["product_id"], view["item_count"]) == ("P-1", 1)
+    # the items as sent: JSON is not "cleaned" (its strings keep their white space)
+    assert json.loads(view["items"]) == [{"item_id": "P-1", "item_name": "Blue  Mug ",
+                                          "price": 9.99, "quantity": 1}]
     assert (buy["revenue"], buy["transaction_id"], buy["date_key"]) == ("19.98", "O-1", 20240201)
     assert first["event_date"] == "2024-01-31"  # the export's own day, kept as sent
 
     # the same events as Parquet (BigQuery's other export format): the same events, so
-    # every one is already stored
+    # every one is already stored (Parquet gives every item the fields any item has: the
+    # JSON lines here name the same ones, or the items would read differently)
     parquet = tmp_path / "pq"
     parquet.mkdir()
     pl.read_ndjson(web / "events_20240131.ndjson").write_parquet(parquet / "events.parquet")
@@ -165,7 +172,7 @@ def test_late_and_resent_events_update_their_session_once(dsn, tmp_path):
     assert (c["read"], c["loaded"], c["merged"], c["duplicate"]) == (3, 2, 1, 0), c
     (after,) = sessions(dsn)
     assert (after["start"], after["events"], after["landing_page"], after["bought"],
-            after["orders"], after["revenue"]) == (
+            after["purchases"], after["revenue"]) == (
         "2024-01-31 23:59:00.000005+00", 4, "https://shop/a", True, 1, "12.50")
     assert after["run_id"] > before["run_id"]
 

@@ -161,7 +161,7 @@ FROM web w FULL JOIN sales s ON s.month = w.month;
 -- not of type Online); channel says which they use.
 CREATE VIEW mart.customer_channels AS
 WITH web AS (
-    SELECT c.customer_id, count(*) AS web_sessions, sum(s.orders) AS online_orders,
+    SELECT c.customer_id, count(*) AS web_sessions, sum(s.purchases) AS online_orders,
            sum(s.revenue) AS online_revenue
     FROM dw.fact_sessions s JOIN dw.dim_customer c ON c.customer_key = s.customer_key
     WHERE s.customer_key <> -1 GROUP BY 1
