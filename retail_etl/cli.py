@@ -242,7 +242,8 @@ def generate(
         "trackers.json) for the orders of --from DIR (a drop) or of the warehouse (--dsn).")] = False,
     events: Annotated[bool, typer.Option(
         "--events", help="Write GA4-shaped web-analytics exports (events_YYYYMMDD.ndjson"
-        "[.gz]) in which the online orders of --from DIR (a drop) are bought.")] = False,
+        "[.gz]) in which the online orders of --from DIR (a drop) or of the warehouse "
+        "(--dsn) are bought.")] = False,
     sessions: Annotated[int | None, typer.Option(
         min=1, help="With --events: sessions to make (default: as many as make 2.5% of "
         "them buy every online order of the window).", show_default=False)] = None,
@@ -271,12 +272,13 @@ def generate(
         retail-etl generate --oltp --mutate --seed 2
         retail-etl generate --api --from data/raw/drop_001 --out data/api
         retail-etl generate --events --from data/raw/drop_001 --out data/web
+        retail-etl generate --events --dsn postgresql://... --days 7 --out data/web
     """
     if api:
         _generate_api(out, from_dir, dsn, seed)
         return
     if events:
-        _generate_events(out, from_dir, sessions, days, seed, dirt=not clean)
+        _generate_events(out, from_dir, dsn, sessions, days, seed, dirt=not clean)
         return
     if not oltp:
         if mutate:
@@ -320,17 +322,18 @@ def _generate_api(out: Path | None, from_dir: Path | None, dsn: str | None, seed
                  + ", ".join(str(p) for p in paths))
 
 
-def _generate_events(out: Path | None, from_dir: Path | None, sessions: int | None,
-                     days: int, seed: int, dirt: bool) -> None:
+def _generate_events(out: Path | None, from_dir: Path | None, dsn: str | None,
+                     sessions: int | None, days: int, seed: int, dirt: bool) -> None:
+    from retail_etl import queries
     from retail_etl.generate.events import describe, generate_events
 
     if out is None:
         raise UsageError("--out is required with --events", hint="e.g. --out data/web")
-    if from_dir is None or not from_dir.is_dir():
-        raise UsageError("--events needs --from DIR, a drop directory"
-                         + (f" ({from_dir}: no such directory)" if from_dir else ""))
+    if from_dir is not None and not from_dir.is_dir():
+        raise UsageError(f"--from {from_dir}: no such directory")
     try:
-        made = generate_events(from_dir, out, sessions, seed, days, dirt=dirt)
+        source = from_dir if from_dir is not None else queries.web_sales(_dsn(dsn))
+        made = generate_events(source, out, sessions, seed, days, dirt=dirt)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(f"--from: {e}") from None
     console.info(describe(made))

@@ -51,7 +51,7 @@ def run_demo(project: Project, settings: Settings, shop_dsn: str, shop_database:
     shops = {n: c for n, c in sources.items() if isinstance(c, PostgresSource)}
     say(summary(load(project, settings, shops)))
     api_chapter(project, settings, say, summary)
-    web_chapter(project, settings, generated.drops[-1], say, summary)
+    web_chapter(project, settings, say, summary)
     page = settings.data_dir / "reports" / "demo.html"
     report.write(resolve_dsn(settings), page, None, None)
     say(f"report: {page} (the last month against the one before; open it in a browser, or "
@@ -90,16 +90,17 @@ def api_chapter(project: Project, settings: Settings, say: Callable[[str], None]
         "on average")
 
 
-def web_chapter(project: Project, settings: Settings, drop, say: Callable[[str], None],
+def web_chapter(project: Project, settings: Settings, say: Callable[[str], None],
                 summary: Callable[[Run], str]) -> None:
-    """The shop's site: the last fortnight's GA4 exports, in which the drop's online orders
-    are bought, loaded as one more source; then the funnel and the link to the sales."""
+    """The shop's site: the last three days' GA4 exports, in which the warehouse's online
+    orders are bought, loaded as one more source; then the funnel and the link to the
+    sales."""
     out = settings.data_dir / "raw" / "demo_web"
-    made = web_events.generate_events(drop, out, seed=SEED, days=14)
+    dsn = resolve_dsn(settings)
+    made = web_events.generate_events(queries.web_sales(dsn), out, seed=SEED, days=3)
     say(f"the site's web analytics (GA4 exports in {out.name}/): "
         f"{web_events.describe(made, where=False)}")
     say(summary(load(project, settings, {"web": EventsSource(kind="events", dir=out)})))
-    dsn = resolve_dsn(settings)
     steps = queries.web_funnel(dsn)
     say("the checkout funnel (mart.web_funnel): " + " -> ".join(
         f"{r['name']} {r['sessions']:,}" + (f" ({float(r['rate_from_previous']):.0%})"

@@ -153,3 +153,19 @@ def web_link(dsn: str) -> pl.DataFrame:
                (SELECT count(*) FROM mart.customer_channels WHERE channel = 'both')
                    AS customers_online_and_in_store
         FROM mart.web_purchases_vs_sales""")
+
+
+def web_sales(dsn: str) -> pl.DataFrame:
+    """fact_sales lines shaped like generate.events.drop_sales (ids, not keys), `online` at
+    a store of type Online at the sale: what `generate --events --dsn` buys on the site."""
+    return _frame(dsn, """
+        SELECT f.order_id, f.line_number::text AS line_number, f.order_ts,
+               nullif(c.customer_id, '') AS customer_id, st.store_id, p.product_id,
+               f.quantity::bigint AS quantity, f.unit_price::text AS unit_price,
+               f.discount::text AS discount,
+               coalesce(lower(st.store_type) = 'online', false) AS online
+        FROM dw.fact_sales f
+        LEFT JOIN dw.dim_customer c ON c.customer_key = f.customer_key AND f.customer_key <> -1
+        LEFT JOIN dw.dim_store st ON st.store_key = f.store_key
+        LEFT JOIN dw.dim_product p ON p.product_key = f.product_key AND f.product_key <> -1
+    """).with_columns(pl.col("unit_price", "discount").cast(pl.Decimal(12, 2)))

@@ -64,27 +64,33 @@ class EventsSummary:
     orders_in_drop: int = 0  # orders of the window the purchases were drawn from
 
 
-def _online_stores(drop: Path) -> list[str]:
-    """The drop's stores of type Online (stores*.csv), whose orders the site takes."""
-    files = sorted(drop.glob("stores*.csv"))
-    if not files:
-        return []
-    stores = pl.concat([pl.read_csv(f, infer_schema=False) for f in files], how="diagonal")
-    return (stores.filter(text(pl.col("store_type")).str.to_lowercase() == "online")
-            .select(text(pl.col("store_id"))).to_series().drop_nulls().unique().to_list())
+def drop_sales(drop: Path) -> pl.DataFrame:
+    """A drop's sales lines (generate.api.read_sales_lines) with `online`: at a store of type
+    Online in its stores*.csv, or in those of the drops before it in the same directory (a
+    later drop lists only the stores that changed)."""
+    drop = Path(drop)
+    files = sorted(drop.glob("stores*.csv")) or [
+        f for d in sorted(drop.parent.iterdir()) if d.is_dir() and d.name <= drop.name
+        for f in sorted(d.glob("stores*.csv"))]
+    online: list[str] = []
+    if files:
+        stores = pl.concat([pl.read_csv(f, infer_schema=False) for f in files], how="diagonal")
+        online = (stores.filter(text(pl.col("store_type")).str.to_lowercase() == "online")
+                  .select(text(pl.col("store_id"))).to_series().drop_nulls().unique().to_list())
+    return read_sales_lines(drop).with_columns(online=pl.col("store_id").is_in(online))
 
 
-def _orders(drop: Path, days: int) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """(the orders of the drop's last `days` days [order_id, ts_us, customer_id], at its
-    Online stores if it has any, their lines [order_id, product_id, quantity, price,
-    discount], every product id sold)."""
-    lines = read_sales_lines(drop).filter(pl.col("product_id").is_not_null())
+def _orders(sales: pl.DataFrame, days: int) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(the online orders of the last `days` days of sales [order_id, ts_us, customer_id] (all
+    orders if none is online), their lines [order_id, product_id, quantity, price, discount],
+    every product id sold)."""
+    lines = sales.filter(pl.col("product_id").is_not_null())
     products = lines["product_id"].unique().sort().to_list()
     end = lines["order_ts"].max()
-    online = _online_stores(drop)
+    any_online = bool(lines["online"].any())
     lines = lines.filter(pl.col("order_ts") > end - pl.duration(days=days),
                          pl.col("quantity") > 0,
-                         pl.col("store_id").is_in(online) if online else pl.lit(True))
+                         pl.col("online") if any_online else pl.lit(True))
     orders = (lines.group_by("order_id").agg(
         ts_us=pl.col("order_ts").min().dt.epoch("us"), customer_id=pl.col("customer_id").first())
         .sort("ts_us", "order_id"))
@@ -94,17 +100,21 @@ def _orders(drop: Path, days: int) -> tuple[pl.DataFrame, pl.DataFrame, list[str
     return orders, items.sort("order_id", "product_id", "quantity", "price", "discount"), products
 
 
-def generate_events(drop: Path, out: Path, sessions: int | None = None, seed: int = 1,
+def generate_events(source: Path | pl.DataFrame, out: Path, sessions: int | None = None,
+                    seed: int = 1,
                     days: int = 31, timezone: str = "America/New_York",
                     dirt: bool = True) -> EventsSummary:
     """Write events_YYYYMMDD.ndjson[.gz] (one per property day) and .generated.json (what
-    was written, by kind: a hidden file, not an export) into `out`. Every order of the
-    window is bought on the site, in one of `sessions` sessions (default: as many as make
+    was written, by kind: a hidden file, not an export) into `out`, for the sales of a drop
+    directory or a frame shaped like drop_sales' (queries.web_sales: the warehouse's).
+    Every online order of the window is bought on the site, in one of `sessions` sessions (default: as many as make
     PURCHASE_RATE of them buy; fewer orders are bought if `sessions` is too few)."""
     rng = np.random.default_rng(seed)
-    orders, items, products = _orders(drop, days)
+    sales = drop_sales(source) if isinstance(source, Path) else source
+    orders, items, products = _orders(sales, days)
     if orders.height == 0:
-        raise ValueError(f"{drop}: no sales to make purchases of")
+        raise ValueError(f"{source if isinstance(source, Path) else 'the warehouse'}: no "
+                         "sales to make purchases of")
     if sessions is None:
         sessions = round(orders.height / PURCHASE_RATE)
     n_buy = min(max(1, round(sessions * PURCHASE_RATE)), orders.height)
