@@ -52,7 +52,6 @@ import gc
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.run import HERE, ensure_drop, log, parse_volume
+from benchmarks.run import HERE, ensure_drop, log, own_cluster, parse_volume, vm_hwm_mib
 
 SEED = 42
 KEY = "sk_test_benchmark_only_not_a_secret"
@@ -124,18 +123,8 @@ def worker(name: str, dsn: str, data_dir: Path) -> None:
         "stages": [vars(s) for s in run.stages],
         "refreshed": [vars(r) for r in run.refreshed],
         "status": run.status, "warnings": run.warnings,
-        "peak_rss_mib": _vm_hwm_mib(),
+        "peak_rss_mib": vm_hwm_mib(),  # (not ru_maxrss: the parent holds the fake's objects)
     }, default=str))
-
-
-def _vm_hwm_mib() -> float:
-    """This process's own peak RSS: VmHWM belongs to the address space exec made, whereas
-    getrusage's ru_maxrss carries the parent's peak over the exec (the parent holds the
-    fake's millions of objects)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_load(api, name: str, dsn: str, root: Path, label: str) -> dict:
@@ -448,28 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         out = a.out or HERE / "results"
 
     from benchmarks import report as bench_report
-    from retail_etl.db.cluster import Cluster
 
     cache = HERE / "cache"
-    root = cache / "api"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    root.chmod(0o755)  # the server runs as `postgres` when we are root
-    cluster = Cluster(root / "pg")
-    cluster.up()
     started = time.perf_counter()
-    try:
+    with own_cluster("api", keep=a.keep) as (root, cluster):
         doc = {"machine": bench_report.machine(cluster),
                "command": "python -m benchmarks.api " + " ".join(
                    sys.argv[1:] if argv is None else argv),
                "latency_ms": a.latency_ms, "page_size": PAGE_SIZE, "refunds": a.refunds,
                "volumes": [bench_volume(cluster, root, cache, n, a) for n in volumes]}
-    finally:
-        try:
-            cluster.down()
-        finally:
-            if not a.keep:
-                shutil.rmtree(root, ignore_errors=True)
     doc["wall_seconds"] = round(time.perf_counter() - started, 1)
     for v in doc["volumes"]:
         for key, name, _ in RUNS:

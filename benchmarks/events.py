@@ -36,20 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import HERE, ensure_drop, log, parse_volume
+from benchmarks.run import HERE, ensure_drop, log, own_cluster, parse_volume, vm_hwm_mib
 
 SEED = 42
 DROP_LINES = 1_000_000
 PART_EVENTS = 1_000_000  # events per generator call (its memory)
 EVENTS_PER_SESSION = 15  # generate.events: 10-20
 SMOKE_EVENTS = 30_000
-
-
-def _vm_hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---- the data -----------------------------------------------------------------------------
@@ -138,7 +131,7 @@ def bare_worker(dsn: str, directory: Path) -> None:
         cur.execute("DROP TABLE bare_events")
         db.commit()
     db.close()
-    print(json.dumps({"wall_seconds": wall, "rows": rows, "peak_rss_mib": _vm_hwm_mib()}))
+    print(json.dumps({"wall_seconds": wall, "rows": rows, "peak_rss_mib": vm_hwm_mib()}))
 
 
 def load_worker(dsn: str, data_dir: Path, directory: Path) -> None:
@@ -160,7 +153,7 @@ def load_worker(dsn: str, data_dir: Path, directory: Path) -> None:
     print(json.dumps({"wall_seconds": wall, "sessions": sessions, "session_events": events,
                       "entities": {"web_events": vars(run.counts["web_events"])},
                       "stages": [vars(s) for s in run.stages],
-                      "peak_rss_mib": _vm_hwm_mib()}, default=str))
+                      "peak_rss_mib": vm_hwm_mib()}, default=str))
 
 
 def _run(label: str, root: Path, *args: str) -> dict:
@@ -270,27 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         out = a.out or HERE / "results"
 
     from benchmarks import report as bench_report
-    from retail_etl.db.cluster import Cluster
 
     cache = HERE / "cache"
-    root = cache / "events_run"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    root.chmod(0o755)  # the server runs as `postgres` when we are root
-    cluster = Cluster(root / "pg")
-    cluster.up()
     started = time.perf_counter()
-    try:
+    with own_cluster("events_run", keep=a.keep) as (root, cluster):
         doc = {"machine": bench_report.machine(cluster),
                "command": "python -m benchmarks.events " + " ".join(
                    sys.argv[1:] if argv is None else argv),
                "volumes": [bench_volume(cluster, root, cache, n) for n in volumes]}
-    finally:
-        try:
-            cluster.down()
-        finally:
-            if not a.keep:
-                shutil.rmtree(root, ignore_errors=True)
     doc["wall_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "events.json").write_text(json.dumps(doc, indent=2, default=str))

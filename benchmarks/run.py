@@ -142,6 +142,37 @@ def bench_cluster(cache: Path):
             cluster.down()
 
 
+@contextmanager
+def own_cluster(name: str, keep: bool = False):
+    """(root, cluster): a fresh PostgreSQL cluster of a benchmark's own under
+    benchmarks/cache/<name>, stopped afterwards and removed unless keep."""
+    from retail_etl.db.cluster import Cluster
+
+    root = HERE / "cache" / name
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    root.chmod(0o755)  # the server runs as `postgres` when we are root
+    cluster = Cluster(root / "pg")
+    cluster.up()
+    try:
+        yield root, cluster
+    finally:
+        try:
+            cluster.down()
+        finally:
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def vm_hwm_mib() -> float:
+    """This process's own peak RSS: VmHWM belongs to the address space exec made, whereas
+    getrusage's ru_maxrss carries the parent's peak over the exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--volumes", default="100k,1m", help="sales lines per drop, e.g. 100k,1m")

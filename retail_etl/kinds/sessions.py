@@ -18,6 +18,8 @@ from retail_etl.load.copy import copy_temp
 from retail_etl.monitor.log import log as events
 from retail_etl.spec import Sessions
 
+SESSIONS_WORK_MEM = "256MB"
+
 
 def ddl(s: Sessions) -> list[str]:
     short = s.table.split(".")[-1]
@@ -73,7 +75,11 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
                        *[c for c in [*e.measures, *[r.fact_column for r in e.references]]
                          if any(f"e.{c}" in expr for expr, _ in s.columns.values())]})
         # the session's events once (index range per session), then two passes over them:
-        # the aggregates (hashed) and the first event's columns (one sort)
+        # the aggregates (hashed) and the first event's columns (one sort), with the memory
+        # to keep a month's sort and hash off the disk (this statement only)
+        cur.execute("SELECT current_setting('work_mem')")
+        (work_mem,) = cur.fetchone()
+        cur.execute(f"SELECT set_config('work_mem', '{SESSIONS_WORK_MEM}', true)")
         cur.execute(f"""
             CREATE TEMP TABLE stg_sessions ON COMMIT DROP AS
             WITH e AS MATERIALIZED (
@@ -93,6 +99,7 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
             )
             SELECT * FROM agg JOIN head USING ({keys})
         """)
+        cur.execute("SELECT set_config('work_mem', $1, true)", parameters=(work_mem,))
         cur.execute(f"SELECT {D} / 100, count(*) FROM stg_sessions GROUP BY 1")
         per_month = {f"{s.table}_{m}": n for m, n in cur.fetchall()}
         months = list(per_month)
