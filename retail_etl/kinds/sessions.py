@@ -18,8 +18,6 @@ from retail_etl.load.copy import copy_temp
 from retail_etl.monitor.log import log as events
 from retail_etl.spec import Sessions
 
-SESSIONS_WORK_MEM = "256MB"
-
 
 def ddl(s: Sessions) -> list[str]:
     short = s.table.split(".")[-1]
@@ -59,8 +57,33 @@ def prepare(s: Sessions, valid, run, settings, h: Handoff) -> None:
         .collect())
 
 
+def _moved(cur, s: Sessions) -> pl.DataFrame | None:
+    """[key, lo, hi] of the sessions whose events the run re-pointed to other dimension
+    versions (merge.repoint_facts keeps their natural keys): their customer may differ."""
+    e = s.events
+    cur.execute(f"SELECT to_regclass('pg_temp.stg_{e.name}_moved') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    on = " AND ".join(f"x.{k} = m.{k}" for k in e.natural_key)
+    cur.execute(f"""
+        SELECT {', '.join(f'x.{k}' for k in s.key)}, min(x.{e.date_key}) AS lo,
+               max(x.{e.date_key}) AS hi
+        FROM stg_{e.name}_moved m JOIN {e.table} x ON {on} AND x.{e.date_key} = m.date_key
+        GROUP BY {', '.join(f'x.{k}' for k in s.key)}
+    """)
+    moved = pl.from_arrow(cur.fetch_arrow_table())
+    day = pl.col("lo", "hi").cast(pl.String).str.to_date("%Y%m%d")
+    return moved.with_columns(day).select(
+        *s.key, lo=_day_key(pl.col("lo").cast(pl.Datetime("us")), -s.late_days),
+        hi=_day_key(pl.col("hi").cast(pl.Datetime("us")), s.late_days))
+
+
 def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
     touched = h.sessions.get(s.name)
+    moved = _moved(cur, s)
+    if moved is not None and moved.height:
+        touched = (pl.concat([t for t in (touched, moved) if t is not None])
+                   .group_by(*s.key).agg(pl.col("lo").min(), pl.col("hi").max()))
     if touched is None or not touched.height:
         return
     key, e, D = s.key, s.events, s.date_key
@@ -75,11 +98,7 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
                        *[c for c in [*e.measures, *[r.fact_column for r in e.references]]
                          if any(f"e.{c}" in expr for expr, _ in s.columns.values())]})
         # the session's events once (index range per session), then two passes over them:
-        # the aggregates (hashed) and the first event's columns (one sort), with the memory
-        # to keep a month's sort and hash off the disk (this statement only)
-        cur.execute("SELECT current_setting('work_mem')")
-        (work_mem,) = cur.fetchone()
-        cur.execute(f"SELECT set_config('work_mem', '{SESSIONS_WORK_MEM}', true)")
+        # the aggregates (hashed) and the first event's columns (one sort)
         cur.execute(f"""
             CREATE TEMP TABLE stg_sessions ON COMMIT DROP AS
             WITH e AS MATERIALIZED (
@@ -99,7 +118,6 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
             )
             SELECT * FROM agg JOIN head USING ({keys})
         """)
-        cur.execute("SELECT set_config('work_mem', $1, true)", parameters=(work_mem,))
         cur.execute(f"SELECT {D} / 100, count(*) FROM stg_sessions GROUP BY 1")
         per_month = {f"{s.table}_{m}": n for m, n in cur.fetchall()}
         months = list(per_month)

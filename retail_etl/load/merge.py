@@ -10,7 +10,7 @@ import polars as pl
 
 from retail_etl.load import partitions, touched
 from retail_etl.load.copy import copy_temp, ingest
-from retail_etl.spec import DimensionSCD2, FactByPartition
+from retail_etl.spec import DimensionSCD2, FactByPartition, sql_type
 
 
 def merge_dimension(cur, dim: DimensionSCD2, run_id: int, stg: str) -> pl.Series:
@@ -57,8 +57,14 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
                   stg: str, since: datetime | None = None) -> int:
     """Facts that pointed to a version whose range moved (or that was absorbed) get the
     version valid at their event time. Touches only those facts, and only the months from
-    `since` on (earlier sales keep their versions: see scd2.diff)."""
+    `since` on (earlier sales keep their versions: see scd2.diff). Their natural keys and
+    days are kept in stg_<fact>_moved for the rest of the run (what is built from the
+    lines, such as sessions, follows them)."""
     K, B = dim.surrogate_key, dim.business_key
+    nk = list(fact.natural_key)
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS stg_{fact.name}_moved ("
+                + ", ".join(f"{k} {sql_type(t)}" for k, t in fact.key_dtypes.items())
+                + ", date_key int) ON COMMIT DROP")
     recent, params = "", [run_id]
     if since is not None and since.year > 1:  # bound: $2 prunes months, $3 the instant
         recent = f"AND f.{fact.date_key} >= $2 AND f.{fact.event_ts} >= $3"
@@ -72,7 +78,9 @@ def repoint_facts(cur, fact: FactByPartition, dim: DimensionSCD2, column: str, r
               AND f.{fact.event_ts} >= h.lookup_from
               AND f.{fact.event_ts} < coalesce(h.valid_to, 'infinity')
               AND f.{column} <> h.{K} {recent}
-            RETURNING f.{fact.date_key} AS date_key
+            RETURNING f.{fact.date_key} AS date_key, {', '.join(f'f.{k}' for k in nk)}
+        ), kept AS (
+            INSERT INTO stg_{fact.name}_moved SELECT {', '.join(nk)}, date_key FROM moved
         ), {touched.cte(fact.table, "moved", run_id)}
         SELECT count(*) FROM moved
     """, parameters=tuple(params))

@@ -182,6 +182,28 @@ def test_late_and_resent_events_update_their_session_once(dsn, tmp_path):
     assert sessions(dsn) == [after]
 
 
+def test_a_session_follows_its_events_to_a_late_customer_version(dsn, tmp_path):
+    from retail_etl.config import Settings
+    settings = Settings(dsn=dsn, data_dir=tmp_path / "data")
+
+    def customer(segment, since):
+        return ["C-1", "Ann", "Lee", "ann@example.com", segment, "Paris", "IDF", "FR",
+                "2020-01-01", since]
+
+    load_drop(settings, write_drop(tmp_path / "d1", customers=[customer("Retail",
+                                                                        "2024-01-20T00:00:00Z")]))
+    load_events(dsn, write(tmp_path / "w", "events_20240125.ndjson", [
+        event(1706140800_000000, "page_view", 1706140800, customer="C-1"),  # 2024-01-25
+        event(1706140860_000000, "view_item", 1706140800, customer="C-1")]))
+    # a version from 2024-01-22 arrives late: the events (and their session) now fall in it
+    load_drop(settings, write_drop(tmp_path / "d2", customers=[customer("VIP",
+                                                                        "2024-01-22T00:00:00Z")]))
+    ((segment, same),) = rows(dsn, """
+        SELECT c.segment, s.customer_key = (SELECT max(customer_key) FROM dw.fact_web_events)
+        FROM dw.fact_sessions s JOIN dw.dim_customer c ON c.customer_key = s.customer_key""")
+    assert (segment, same) == ("VIP", True)
+
+
 def test_bad_lines_are_rejects_with_file_line_and_rule(dsn, tmp_path):
     good = event(JAN31_2359, "page_view")
     web = write(tmp_path / "web", "events_20240131.ndjson.gz", [
