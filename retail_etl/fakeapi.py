@@ -452,8 +452,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if status == 429 and api.retry_after is not None:
-            self.send_header("Retry-After", api.retry_after)
+        if status == 429 and api.retry_after is not None:  # (a callable: made per answer)
+            value = api.retry_after() if callable(api.retry_after) else api.retry_after
+            self.send_header("Retry-After", value)
         self.end_headers()
         self.wfile.write(data)
 
