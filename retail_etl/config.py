@@ -272,7 +272,7 @@ def load_settings(**flags: Any) -> Settings:
     except ValidationError as e:
         first = e.errors()[0]
         loc = [str(p) for p in first["loc"]]
-        if loc[0] == "sources" and len(loc) > 3 and loc[2] in ("files", "postgres", "http"):
+        if loc[0] == "sources" and len(loc) > 3 and loc[2] in ("files", "postgres", "http", "events"):
             del loc[2]  # (pydantic's tag of the source's kind: no part of the setting's name)
         name = ".".join(loc)
         flag = f"--{name.replace('_', '-')}, " if len(loc) == 1 else ""  # (flags: top level only)

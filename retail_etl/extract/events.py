@@ -115,8 +115,9 @@ _FLATTEN = (f"SELECT md5(concat_ws(chr(31), "
             f"FROM ({_FLATTENED})")
 
 
-def discover(source_dir: Path) -> list[Path]:
-    """The export's files, in name order (GA4 names them by day: events_YYYYMMDD)."""
+def discover(source_dir: Path, allow_empty: bool = False) -> list[Path]:
+    """The export's files, in name order (GA4 names them by day: events_YYYYMMDD). None is
+    an error, unless other sources are loaded with it (then a warning)."""
     if not source_dir.is_dir():
         what = "is not a directory" if source_dir.exists() else "does not exist"
         raise InputError(f"events directory {source_dir} {what}")
@@ -129,6 +130,12 @@ def discover(source_dir: Path) -> list[Path]:
     if ignored:
         console.warn(f"{source_dir}: ignoring files that are not .ndjson, .ndjson.gz or "
                      f".parquet: {', '.join(ignored)}")
+    if not files and allow_empty:
+        console.warn(f"{source_dir}: no export files")
+    elif not files:
+        raise InputError(f"no export files in {source_dir}",
+                         hint="expected files like events_20240131.ndjson, .ndjson.gz, "
+                         ".jsonl or .parquet")
     return files
 
 
@@ -193,13 +200,14 @@ def _line_batches(path: Path, scratch: Path, batch_rows: int):
 
 
 def extract_events(source_dir: Path, entity: Entity, stage_dir: Path, first_file: int,
-                   batch_rows: int = 250_000, threads: int = 2, progress=None) -> Extracted:
+                   batch_rows: int = 250_000, threads: int = 2, progress=None,
+                   allow_empty: bool = False) -> Extracted:
     """Stage every event of the export's files as the entity's text columns; each file gets
     a number from first_file (its lines' load order). Lines are parsed batch_rows at a time,
     across files (a query costs ~0.1 s however small: a month of daily files would pay it
     per file). Blank lines are no events; a line that is not a JSON object is a reject
     (`line:not_json`) with its text."""
-    files = discover(source_dir)
+    files = discover(source_dir, allow_empty)
     ex = Extracted(entity)
     if progress is not None:
         progress.expect(sum(p.stat().st_size for p in files))

@@ -57,7 +57,8 @@ def extract_all(stage: Path, cur, project: Project, settings: Settings,
                 raise ConfigError(f"sources.{name}.entity: this project has no entity "
                                   f"{cfg.entity!r}")
             ex = events.extract_events(cfg.dir, entity, stage, file_no, cfg.batch_rows,
-                                       threads=settings.duckdb_threads, progress=progress)
+                                       threads=settings.duckdb_threads, progress=progress,
+                                       allow_empty=len(sources) > 1)
             got = {entity.name: ex}
             read = [{"source": name, "kind": "file", "name": str(f.resolve()),
                      "entity": entity.name} for f in ex.files]

@@ -229,9 +229,21 @@ def test_bad_lines_are_rejects_with_file_line_and_rule(dsn, tmp_path):
                    ("events_20240131.ndjson.gz", 7, "line:not_json")]
 
 
-def test_missing_events_directory_is_one_line(dsn, tmp_path):
+def test_missing_empty_or_broken_exports_are_one_line(dsn, tmp_path):
     line = error_line(cli("load", "--events-dir", str(tmp_path / "nope"), "--dsn", dsn))
     assert "events directory" in line and "nope" in line and "does not exist" in line
+    (tmp_path / "empty").mkdir()
+    line = error_line(cli("load", "--events-dir", str(tmp_path / "empty"), "--dsn", dsn))
+    assert line == f"Error: no export files in {tmp_path / 'empty'}"
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "events_1.ndjson.gz").write_text("not gzip")
+    line = error_line(cli("load", "--events-dir", str(tmp_path / "gz"), "--dsn", dsn))
+    assert "events_1.ndjson.gz: not a readable gzip file" in line
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "pq" / "events.parquet").write_text("not parquet")
+    line = error_line(cli("load", "--events-dir", str(tmp_path / "pq"), "--dsn", dsn))
+    assert "events.parquet: not a readable Parquet file" in line
+    assert rows(dsn, "SELECT count(*) FROM etl.runs WHERE status = 'ok'") == [(0,)]
 
 
 # ---- generated exports against an independent count ------------------------------------
@@ -320,3 +332,10 @@ def test_generated_funnel_and_link_match_an_independent_count(dsn, tmp_path, gen
     load_events(dsn, web)
     assert counts(dsn)["loaded"] == 0
     assert rows(dsn, "SELECT count(*), max(run_id) FROM dw.fact_sessions") == before
+
+
+def test_an_events_source_without_its_directory_names_the_variable(dsn):
+    r = cli("load", "--dsn", dsn, RETAIL_ETL_SOURCES__WEB__KIND="events")
+    assert error_line(r, 1) == \
+        "Error: setting 'sources.web.dir': Field required"
+    assert "RETAIL_ETL_SOURCES__WEB__DIR" in r.output
