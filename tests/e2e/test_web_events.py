@@ -204,7 +204,10 @@ def test_a_session_follows_its_events_to_a_late_customer_version(dsn, tmp_path):
     assert (segment, same) == ("VIP", True)
 
 
-def test_bad_lines_are_rejects_with_file_line_and_rule(dsn, tmp_path):
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_bad_lines_are_rejects_with_file_line_and_rule(dsn, tmp_path, monkeypatch, streamed):
+    if streamed:  # a file bigger than IN_MEMORY_BYTES goes through Parquet, a batch at a time
+        monkeypatch.setattr("retail_etl.extract.events.IN_MEMORY_BYTES", 0)
     good = event(JAN31_2359, "page_view")
     web = write(tmp_path / "web", "events_20240131.ndjson.gz", [
         good,
@@ -339,3 +342,24 @@ def test_an_events_source_without_its_directory_names_the_variable(dsn):
     assert error_line(r, 1) == \
         "Error: setting 'sources.web.dir': Field required"
     assert "RETAIL_ETL_SOURCES__WEB__DIR" in r.output
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_one_big_file_is_read_in_batches_and_lines_keep_their_numbers(dsn, tmp_path,
+                                                                      monkeypatch, streamed):
+    if streamed:
+        monkeypatch.setattr("retail_etl.extract.events.IN_MEMORY_BYTES", 0)
+    lines: list = [event(JAN31_2359 + i, "page_view", session=1706745000 + i % 7)
+                   for i in range(2_500)]
+    lines[1_499] = "{cut"  # line 1,500: in the second batch of 1,000
+    lines[2_399] = event(JAN31_2359 + 2_399, "page_view", session=None)  # line 2,400
+    write(tmp_path / "web", "events_big.ndjson", lines)
+    r = cli("load", "--source", "web", "--dsn", dsn, RETAIL_ETL_SOURCES__WEB__KIND="events",
+            RETAIL_ETL_SOURCES__WEB__DIR=str(tmp_path / "web"),
+            RETAIL_ETL_SOURCES__WEB__BATCH_ROWS="1000")
+    assert r.exit_code == 0, r.output
+    c = counts(dsn)
+    assert (c["read"], c["loaded"], c["rejected"]) == (2_500, 2_498, 2), c
+    assert rows(dsn, "SELECT line, array_to_string(rules, ',') FROM etl.rejects ORDER BY 1") == [
+        (1_500, "line:not_json"), (2_400, "ga_session_id:required")]
+    assert rows(dsn, "SELECT count(*), sum(events)::int FROM dw.fact_sessions") == [(7, 2_498)]
