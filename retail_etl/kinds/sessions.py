@@ -108,15 +108,13 @@ def write(cur, run, s: Sessions, h: Handoff, settings) -> None:
                      AND x.{e.date_key} BETWEEN t.lo AND t.hi
                 WHERE x.{e.date_key} BETWEEN {lo} AND {hi}
             ), agg AS (
-                SELECT {keys},
-                       to_char(min(e.{e.event_ts}) AT TIME ZONE 'UTC', 'YYYYMMDD')::int AS {D},
-                       {aggregates}
-                FROM e GROUP BY {keys}
+                SELECT {keys}, {aggregates} FROM e GROUP BY {keys}
             ), head AS (
                 SELECT DISTINCT ON ({keys}) {keys}{''.join(f', e.{c} AS {n}' for n, c in s.first.items())}
                 FROM e ORDER BY {keys}, e.{e.event_ts}, {', '.join(f'e.{k}' for k in e.natural_key)}
             )
-            SELECT * FROM agg JOIN head USING ({keys})
+            SELECT *, to_char({s.start} AT TIME ZONE 'UTC', 'YYYYMMDD')::int AS {D}
+            FROM agg JOIN head USING ({keys})
         """)
         cur.execute(f"SELECT {D} / 100, count(*) FROM stg_sessions GROUP BY 1")
         per_month = {f"{s.table}_{m}": n for m, n in cur.fetchall()}
